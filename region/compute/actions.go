@@ -1,0 +1,325 @@
+package compute
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/gorilla/mux"
+
+	"berth/internal/apierr"
+	"berth/internal/httpx"
+	"berth/region/imageclient"
+	"berth/region/novastate"
+	"berth/region/store"
+	"berth/schema"
+)
+
+// actionFunc handles one server action; arg is the action's value.
+type actionFunc func(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error
+
+// actions maps Nova's (and Berth's) action names to handlers. Nova actions
+// Berth has not built answer 501 notImplemented rather than pretending.
+func (a *API) actions() map[string]actionFunc {
+	simple := func(t store.Transition) actionFunc {
+		return func(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+			if !isNullArg(arg) {
+				return apierr.Invalidf("Invalid input for field/attribute %s. Value: %s. None is required.", t.Verb, string(arg))
+			}
+			return a.act(w, r, c, id, t)
+		}
+	}
+	notYet := func(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+		if _, err := a.cfg.Store.FindServer(r.Context(), c.Scope, id); err != nil {
+			return err
+		}
+		return apierr.NotImplementedf("This action is not implemented by Berth yet.")
+	}
+	m := map[string]actionFunc{
+		"os-start": simple(store.Start), "os-stop": simple(store.Stop),
+		"pause": simple(store.Pause), "unpause": simple(store.Unpause),
+		"suspend": simple(store.Suspend), "resume": simple(store.Resume),
+		"lock": a.lockAction, "unlock": simple(store.Unlock),
+		"confirmResize": simple(store.ConfirmResize), "revertResize": simple(store.RevertResize),
+		"reboot": a.reboot, "rebuild": a.rebuild, "resize": a.resize,
+		"createImage": a.createImage, "changePassword": a.changePassword,
+		"os-getConsoleOutput": a.consoleOutput, "os-getSerialConsole": a.serialConsole,
+		"os-resetState": a.resetState, "forceDelete": a.forceDelete,
+		"berth-syncStatus": a.syncStatus, "berth-putFile": a.putFile, "berth-getFile": a.getFile,
+	}
+	for _, name := range []string{"createBackup", "os-migrateLive", "migrate", "evacuate",
+		"addSecurityGroup", "removeSecurityGroup", "restore", "shelve", "unshelve", "shelveOffload",
+		"rescue", "unrescue", "os-getVNCConsole", "os-getSPICEConsole", "os-getRDPConsole",
+		"trigger_crash_dump", "injectNetworkInfo", "resetNetwork", "addFixedIp", "removeFixedIp",
+		"addFloatingIp", "removeFloatingIp"} {
+		m[name] = notYet
+	}
+	return m
+}
+
+func isNullArg(arg json.RawMessage) bool {
+	s := string(arg)
+	return s == "null" || s == "{}" || s == ""
+}
+
+func (a *API) serverAction(w http.ResponseWriter, r *http.Request) error {
+	var body map[string]json.RawMessage
+	if err := httpx.DecodeJSON(w, r, httpx.MaxBodyBytes+schema.MaxFileBytes*4/3+4096, false, &body); err != nil {
+		return err
+	}
+	if len(body) != 1 {
+		return apierr.Invalidf("Malformed request body: exactly one action is required.")
+	}
+	for name, arg := range body {
+		h, ok := a.actionTable[name]
+		if !ok {
+			return apierr.Invalidf("There is no such action: %s", name)
+		}
+		return h(w, r, caller(r), mux.Vars(r)["id"], arg)
+	}
+	return nil
+}
+
+// act applies a transition and answers 202.
+func (a *API) act(w http.ResponseWriter, r *http.Request, c store.Caller, id string, t store.Transition) error {
+	srv, err := a.cfg.Store.Act(r.Context(), c, id, t)
+	if err != nil {
+		return err
+	}
+	a.log.Info("server action", "action", t.Action, "server_id", srv.ID, "host", srv.Host.String,
+		"request_id", c.RequestID)
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+// decodeArg decodes an action's argument strictly.
+func decodeArg(name string, arg json.RawMessage, v any) error {
+	if isNullArg(arg) && string(arg) != "{}" {
+		return apierr.Invalidf("Invalid input for field/attribute %s. Value: None. None is not of type 'object'.", name)
+	}
+	dec := json.NewDecoder(bytes.NewReader(arg))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return apierr.Invalidf("Invalid input for field/attribute %s: %v.", name, err)
+	}
+	return nil
+}
+
+func (a *API) lockAction(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+	if !isNullArg(arg) {
+		return apierr.Invalidf("Invalid input for field/attribute lock. Value: %s. None is required.", string(arg))
+	}
+	t := store.Lock
+	t.Mutate = func(ctx context.Context, tx *sqlx.Tx, srv *store.Server) error {
+		_, err := tx.ExecContext(ctx, `UPDATE servers SET locked = true, locked_by = $2 WHERE id = $1`, srv.ID,
+			map[bool]string{true: "admin", false: "owner"}[c.Admin])
+		return err
+	}
+	return a.act(w, r, c, id, t)
+}
+
+func (a *API) reboot(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+	var body struct {
+		Type string `json:"type"`
+	}
+	if err := decodeArg("reboot", arg, &body); err != nil {
+		return err
+	}
+	switch strings.ToUpper(body.Type) {
+	case "SOFT":
+		return a.act(w, r, c, id, store.Reboot(false))
+	case "HARD":
+		return a.act(w, r, c, id, store.Reboot(true))
+	}
+	return apierr.Invalidf("Invalid input for field/attribute type. Value: %s. It must be SOFT or HARD.", body.Type)
+}
+
+// bootableImage fetches an image with the caller's token and checks Berth
+// can boot it.
+func (a *API) bootableImage(r *http.Request, ref string) (*imageclient.Image, error) {
+	imageID := refID(ref)
+	img, err := a.cfg.Images.Get(r.Context(), identity(r.Context()).Token, imageID)
+	if apierr.Is(err, apierr.NotFound) {
+		return nil, apierr.Invalidf("Image %s could not be found.", imageID)
+	} else if err != nil {
+		return nil, err
+	}
+	switch {
+	case img.Status != "active":
+		return nil, apierr.Invalidf("Image %s is not active.", imageID)
+	case img.ContainerFormat != "docker" || img.DockerImageID == "":
+		return nil, apierr.Invalidf("Image %s is not a container image (container_format docker); Berth boots container images only.", imageID)
+	}
+	return img, nil
+}
+
+func (a *API) rebuild(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+	var body struct {
+		ImageRef          string               `json:"imageRef"`
+		Name              *string              `json:"name"`
+		AdminPass         string               `json:"adminPass"`
+		Metadata          map[string]string    `json:"metadata"`
+		PreserveEphemeral bool                 `json:"preserve_ephemeral"`
+		DiskConfig        string               `json:"OS-DCF:diskConfig"`
+		AccessIPv4        string               `json:"accessIPv4"`
+		AccessIPv6        string               `json:"accessIPv6"`
+		Personality       []schema.Personality `json:"personality"`
+	}
+	if err := decodeArg("rebuild", arg, &body); err != nil {
+		return err
+	}
+	if body.ImageRef == "" {
+		return apierr.Invalidf("Invalid input for field/attribute rebuild. 'imageRef' is a required property.")
+	}
+	name := ""
+	if body.Name != nil {
+		if err := validName("name", *body.Name); err != nil {
+			return err
+		}
+		name = *body.Name
+	}
+	img, err := a.bootableImage(r, body.ImageRef)
+	if err != nil {
+		return err
+	}
+	srv, err := a.cfg.Store.FindServer(r.Context(), c.Scope, id)
+	if err != nil {
+		return err
+	}
+	if img.MinRAM > srv.RAMMB || img.MinDisk > srv.DiskGB {
+		return apierr.Invalidf("Flavor's memory or disk is too small for requested image.")
+	}
+	srv, err = a.cfg.Store.Act(r.Context(), c, id, store.Rebuild(img.ID, img.DockerImageID, name))
+	if err != nil {
+		return err
+	}
+	a.log.Info("server action", "action", "rebuild", "server_id", id, "image", img.ID, "request_id", c.RequestID)
+	httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"server": a.serverView(r, srv)})
+	return nil
+}
+
+func (a *API) resize(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+	var body struct {
+		FlavorRef  schema.FlexString `json:"flavorRef"`
+		DiskConfig string            `json:"OS-DCF:diskConfig"`
+	}
+	if err := decodeArg("resize", arg, &body); err != nil {
+		return err
+	}
+	if body.FlavorRef == "" {
+		return apierr.Invalidf("Invalid input for field/attribute resize. 'flavorRef' is a required property.")
+	}
+	f, err := a.findFlavor(r, refID(string(body.FlavorRef)))
+	if apierr.Is(err, apierr.NotFound) {
+		return apierr.Invalidf("Flavor %s could not be found.", refID(string(body.FlavorRef)))
+	} else if err != nil {
+		return err
+	}
+	return a.act(w, r, c, id, store.Resize(f))
+}
+
+func (a *API) resetState(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+	if !c.Admin {
+		return apierr.Forbiddenf("Policy doesn't allow os_compute_api:os-admin-actions:reset_state to be performed.")
+	}
+	var body struct {
+		State string `json:"state"`
+	}
+	if err := decodeArg("os-resetState", arg, &body); err != nil {
+		return err
+	}
+	if body.State != novastate.Active && body.State != novastate.Error {
+		return apierr.Invalidf("Invalid input for field/attribute state. Value: %s. It must be active or error.", body.State)
+	}
+	return a.act(w, r, c, id, store.ResetState(body.State))
+}
+
+func (a *API) forceDelete(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+	if err := a.cfg.Store.DeleteServer(r.Context(), c, id); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+type actionView struct {
+	Action       string      `json:"action"`
+	InstanceUUID string      `json:"instance_uuid"`
+	Message      *string     `json:"message"`
+	ProjectID    string      `json:"project_id"`
+	RequestID    string      `json:"request_id"`
+	StartTime    string      `json:"start_time"`
+	UserID       string      `json:"user_id"`
+	Events       []eventView `json:"events,omitempty"`
+}
+
+type eventView struct {
+	Event      string  `json:"event"`
+	StartTime  string  `json:"start_time"`
+	FinishTime *string `json:"finish_time"`
+	Result     *string `json:"result"`
+	Traceback  *string `json:"traceback"`
+}
+
+func viewAction(act store.Action, withEvents bool) actionView {
+	v := actionView{
+		Action: act.Action, InstanceUUID: act.ServerID, ProjectID: act.ProjectID, RequestID: act.RequestID,
+		StartTime: act.StartTime.UTC().Format(usageFormat), UserID: act.UserID,
+	}
+	if act.Message.Valid {
+		m := act.Message.String
+		v.Message = &m
+	}
+	if withEvents {
+		v.Events = []eventView{}
+		for _, e := range act.Events {
+			ev := eventView{Event: e.Event, StartTime: e.StartTime.UTC().Format(usageFormat)}
+			if e.FinishTime != nil {
+				t := e.FinishTime.UTC().Format(usageFormat)
+				ev.FinishTime = &t
+			}
+			if e.Result.Valid {
+				s := e.Result.String
+				ev.Result = &s
+			}
+			if e.Traceback.Valid {
+				s := e.Traceback.String
+				ev.Traceback = &s
+			}
+			v.Events = append(v.Events, ev)
+		}
+	}
+	return v
+}
+
+func (a *API) listInstanceActions(w http.ResponseWriter, r *http.Request) error {
+	acts, err := a.cfg.Store.ListActions(r.Context(), caller(r).Scope, mux.Vars(r)["id"])
+	if err != nil {
+		return err
+	}
+	out := make([]actionView, len(acts))
+	for i, act := range acts {
+		out[i] = viewAction(act, false)
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"instanceActions": out})
+	return nil
+}
+
+func (a *API) showInstanceAction(w http.ResponseWriter, r *http.Request) error {
+	vars := mux.Vars(r)
+	acts, err := a.cfg.Store.ListActions(r.Context(), caller(r).Scope, vars["id"])
+	if err != nil {
+		return err
+	}
+	for _, act := range acts {
+		if act.RequestID == vars["req"] {
+			httpx.WriteJSON(w, http.StatusOK, map[string]any{"instanceAction": viewAction(act, true)})
+			return nil
+		}
+	}
+	return apierr.NotFoundf("Action for request_id %s on instance %s not found", vars["req"], vars["id"])
+}

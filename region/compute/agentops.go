@@ -1,0 +1,337 @@
+package compute
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/mux"
+
+	"berth/internal/apierr"
+	"berth/internal/httpx"
+	"berth/region/imageclient"
+	"berth/region/novastate"
+	"berth/region/store"
+	"berth/schema"
+)
+
+// agentOf returns a server and its host agent's URL, for the operations
+// that talk to the agent directly. vmStates, when given, are the states
+// the operation is allowed in (409 otherwise, as Nova answers).
+func (a *API) agentOf(ctx context.Context, c store.Caller, id, verb string, vmStates ...string) (*store.Server, string, error) {
+	srv, err := a.cfg.Store.FindServer(ctx, c.Scope, id)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(vmStates) > 0 {
+		ok := false
+		for _, s := range vmStates {
+			ok = ok || srv.VMState == s
+		}
+		if !ok {
+			return nil, "", apierr.Conflictf("Cannot '%s' instance %s while it is in vm_state %s", verb, id, srv.VMState)
+		}
+	}
+	if !srv.Host.Valid {
+		return nil, "", apierr.Conflictf("Cannot '%s' instance %s: it is not on any host", verb, id)
+	}
+	h, err := a.cfg.Store.FindHost(ctx, srv.Host.String)
+	if err != nil {
+		return nil, "", err
+	}
+	return srv, h.AgentURL, nil
+}
+
+func (a *API) consoleOutput(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+	var body struct {
+		Length any `json:"length"`
+	}
+	if !isNullArg(arg) {
+		if err := decodeArg("os-getConsoleOutput", arg, &body); err != nil {
+			return err
+		}
+	}
+	tail := 0
+	switch v := body.Length.(type) {
+	case nil:
+	case float64:
+		tail = int(v)
+	case string:
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return apierr.Invalidf("Invalid input for field/attribute length. Value: %s. It must be an integer.", v)
+		}
+		tail = n
+	default:
+		return apierr.Invalidf("Invalid input for field/attribute length. It must be an integer.")
+	}
+	if tail < -1 {
+		return apierr.Invalidf("Invalid input for field/attribute length. Value: %d. It must be -1 or more.", tail)
+	}
+	if tail == -1 {
+		tail = 0
+	}
+	_, agent, err := a.agentOf(r.Context(), c, id, "os-getConsoleOutput",
+		novastate.Active, novastate.Stopped, novastate.Paused, novastate.Suspended, novastate.Error, novastate.Resized)
+	if err != nil {
+		return err
+	}
+	out, err := a.cfg.Agents.Logs(r.Context(), agent, id, tail)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"output": strings.ToValidUTF8(out, "?")})
+	return nil
+}
+
+// logs is GET /servers/{id}/berth-logs?tail=N&follow=1: the console log as
+// plain text, streamed while follow is set.
+func (a *API) logs(w http.ResponseWriter, r *http.Request) error {
+	c := caller(r)
+	id := mux.Vars(r)["id"]
+	q := r.URL.Query()
+	tail, _ := strconv.Atoi(q.Get("tail"))
+	_, agent, err := a.agentOf(r.Context(), c, id, "logs")
+	if err != nil {
+		return err
+	}
+	if q.Get("follow") == "" || q.Get("follow") == "0" {
+		out, err := a.cfg.Agents.Logs(r.Context(), agent, id, tail)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, out)
+		return nil
+	}
+	rc, err := a.cfg.Agents.FollowLogs(r.Context(), agent, id, tail)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	rcw := http.NewResponseController(w)
+	_ = rcw.SetWriteDeadline(time.Time{}) // a follow lasts as long as the client wants
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := rc.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return nil
+			}
+			_ = rcw.Flush()
+		}
+		if err != nil {
+			return nil
+		}
+	}
+}
+
+func (a *API) changePassword(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+	var body struct {
+		AdminPass string `json:"adminPass"`
+	}
+	if err := decodeArg("changePassword", arg, &body); err != nil {
+		return err
+	}
+	if body.AdminPass == "" || len(body.AdminPass) > 255 || strings.ContainsAny(body.AdminPass, ":\n\r") {
+		return apierr.Invalidf("Invalid input for field/attribute adminPass. It must be 1-255 characters without ':' or line breaks.")
+	}
+	_, agent, err := a.agentOf(r.Context(), c, id, "changePassword", novastate.Active)
+	if err != nil {
+		return err
+	}
+	if err := a.cfg.Agents.SetPassword(r.Context(), agent, id, schema.SetPassword{User: "root", Password: body.AdminPass}); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+func (a *API) syncStatus(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+	srv, agent, err := a.agentOf(r.Context(), c, id, "berth-syncStatus")
+	if err != nil {
+		return err
+	}
+	obs, err := a.cfg.Agents.Sync(r.Context(), agent, id)
+	if err != nil {
+		return err
+	}
+	if err := a.cfg.Store.ApplyObserved(r.Context(), srv.Host.String, *obs); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+// checkPath accepts absolute, clean paths only.
+func checkPath(p string) error {
+	if p == "" || !strings.HasPrefix(p, "/") || path.Clean(p) != p || strings.Contains(p, "\x00") || len(p) > 4096 {
+		return apierr.Invalidf("Invalid path %q: it must be absolute and clean (no '..', no trailing '/').", p)
+	}
+	return nil
+}
+
+func (a *API) putFile(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+	var body struct {
+		Path     string `json:"path"`
+		Contents string `json:"contents"`
+		Mode     string `json:"mode"`
+	}
+	if err := decodeArg("berth-putFile", arg, &body); err != nil {
+		return err
+	}
+	if err := checkPath(body.Path); err != nil {
+		return err
+	}
+	if body.Mode != "" {
+		if m, err := strconv.ParseUint(body.Mode, 8, 32); err != nil || m > 0o7777 {
+			return apierr.Invalidf("Invalid mode %q: it must be octal, e.g. 0644.", body.Mode)
+		}
+	}
+	data, err := base64.StdEncoding.DecodeString(body.Contents)
+	if err != nil {
+		return apierr.Invalidf("contents must be base64.")
+	}
+	if len(data) > schema.MaxFileBytes {
+		return &apierr.Error{Kind: apierr.TooLarge, Message: "The file is larger than 16 MiB."}
+	}
+	_, agent, err := a.agentOf(r.Context(), c, id, "berth-putFile", novastate.Active)
+	if err != nil {
+		return err
+	}
+	if err := a.cfg.Agents.PutFile(r.Context(), agent, id, body.Path, body.Mode, data); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) getFile(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+	var body struct {
+		Path string `json:"path"`
+	}
+	if err := decodeArg("berth-getFile", arg, &body); err != nil {
+		return err
+	}
+	if err := checkPath(body.Path); err != nil {
+		return err
+	}
+	_, agent, err := a.agentOf(r.Context(), c, id, "berth-getFile", novastate.Active)
+	if err != nil {
+		return err
+	}
+	data, err := a.cfg.Agents.GetFile(r.Context(), agent, id, body.Path)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"contents": base64.StdEncoding.EncodeToString(data), "size": len(data)})
+	return nil
+}
+
+// createImage snapshots the app container into a new imagesvc image whose
+// top layer's parent is the source image's top layer. The image record is
+// made with the caller's token (so it is the caller's), the commit runs in
+// the background, and the task clears when it ends.
+func (a *API) createImage(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+	var body struct {
+		Name     string            `json:"name"`
+		Metadata map[string]string `json:"metadata"`
+	}
+	if err := decodeArg("createImage", arg, &body); err != nil {
+		return err
+	}
+	if err := validName("name", body.Name); err != nil {
+		return err
+	}
+	if len(body.Metadata) > 128 {
+		return apierr.OverLimitf("Quota exceeded for metadata_items.")
+	}
+	srv, agent, err := a.agentOf(r.Context(), c, id, "createImage",
+		novastate.Active, novastate.Stopped, novastate.Paused, novastate.Suspended)
+	if err != nil {
+		return err
+	}
+	token := identity(r.Context()).Token
+	props := map[string]string{"image_type": "snapshot", "instance_uuid": srv.ID, "base_image_ref": srv.ImageID,
+		"owner_user_name": identity(r.Context()).UserName, "user_id": c.UserID}
+	for k, v := range body.Metadata {
+		if utf8.RuneCountInString(k) > 255 || utf8.RuneCountInString(v) > 255 {
+			return apierr.Invalidf("Invalid input for field/attribute metadata.")
+		}
+		props[k] = v
+	}
+	img, err := a.cfg.Images.Create(r.Context(), token, imageclient.NewImage{
+		Name: body.Name, ContainerFormat: "docker", DiskFormat: "raw", Visibility: "private", Properties: props,
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := a.cfg.Store.Act(r.Context(), c, id, store.Snapshot); err != nil {
+		_ = a.cfg.Images.Delete(context.WithoutCancel(r.Context()), token, img.ID)
+		return err
+	}
+	bg := context.WithoutCancel(r.Context())
+	go func() {
+		res, err := a.cfg.Agents.Commit(bg, agent, id, schema.CommitRequest{ImageID: img.ID, ImageURL: a.cfg.Images.BaseURL()})
+		msg := ""
+		if err != nil {
+			msg = "snapshot failed: " + err.Error()
+			_ = a.cfg.Images.Delete(bg, token, img.ID)
+			a.log.Warn("snapshot failed", "server_id", id, "image_id", img.ID, "err", err, "request_id", c.RequestID)
+		} else {
+			a.log.Info("snapshot done", "server_id", id, "image_id", img.ID, "docker_image_id", res.DockerImageID,
+				"bytes", res.Size, "request_id", c.RequestID)
+		}
+		if err := a.cfg.Store.FinishTask(bg, id, novastate.TaskImageSnapshot, msg); err != nil {
+			a.log.Error("finish snapshot task", "server_id", id, "err", err)
+		}
+	}()
+	w.Header().Set("Location", a.cfg.Images.BaseURL()+"/v2/images/"+img.ID)
+	if versionOf(r.Context()).AtLeast(Microversion{2, 45}) {
+		httpx.WriteJSON(w, http.StatusAccepted, map[string]string{"image_id": img.ID})
+		return nil
+	}
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+// consoleTTL is how long a serial console URL may be opened.
+const consoleTTL = 10 * time.Minute
+
+func (a *API) serialConsole(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+	var body struct {
+		Type string `json:"type"`
+	}
+	if err := decodeArg("os-getSerialConsole", arg, &body); err != nil {
+		return err
+	}
+	if body.Type != "serial" {
+		return apierr.Invalidf("Invalid input for field/attribute type. Value: %s. It must be serial.", body.Type)
+	}
+	if _, _, err := a.agentOf(r.Context(), c, id, "os-getSerialConsole", novastate.Active); err != nil {
+		return err
+	}
+	var raw [24]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return err
+	}
+	token := hex.EncodeToString(raw[:])
+	if err := a.cfg.Store.CreateConsoleToken(r.Context(), id, token, consoleTTL); err != nil {
+		return err
+	}
+	base := a.baseURL(r)
+	u := "ws" + strings.TrimPrefix(base, "http") + "/berth-console/?token=" + token
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"console": map[string]string{"type": "serial", "url": u}})
+	return nil
+}

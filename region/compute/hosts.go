@@ -1,0 +1,193 @@
+package compute
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"berth/internal/apierr"
+	"berth/internal/httpx"
+	"berth/region/store"
+)
+
+// adminOnly guards the operator APIs (hypervisors, services, hosts).
+func (a *API) adminOnly(h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if !identity(r.Context()).IsAdmin() {
+			return apierr.Forbiddenf("Policy doesn't allow this operation to be performed.")
+		}
+		return h(w, r)
+	}
+}
+
+func (a *API) hostUp(h *store.Host) bool {
+	return time.Since(h.LastHeartbeat) <= a.cfg.HostGrace
+}
+
+func state(up bool) string {
+	if up {
+		return "up"
+	}
+	return "down"
+}
+
+func (a *API) hypervisorView(h *store.HostSummary, detail bool) map[string]any {
+	v := map[string]any{
+		"id": h.ID, "hypervisor_hostname": h.Name, "state": state(a.hostUp(&h.Host)),
+		"status": map[bool]string{true: "disabled", false: "enabled"}[h.Disabled],
+	}
+	if detail {
+		v["vcpus"], v["vcpus_used"] = h.VCPUs, h.VCPUsUsed
+		v["memory_mb"], v["memory_mb_used"], v["free_ram_mb"] = h.MemoryMB, h.MemoryMBUsed, h.MemoryMB-h.MemoryMBUsed
+		v["local_gb"], v["local_gb_used"], v["free_disk_gb"] = h.DiskGB, h.DiskGBUsed, h.DiskGB-h.DiskGBUsed
+		v["disk_available_least"] = h.DiskGB - h.DiskGBUsed
+		v["running_vms"], v["current_workload"] = h.Servers, 0
+		v["hypervisor_type"], v["hypervisor_version"] = "docker", 1
+		v["host_ip"], v["cpu_info"] = "127.0.0.1", "{}"
+		v["service"] = map[string]any{"host": h.Name, "id": h.ID, "disabled_reason": nil}
+	}
+	return v
+}
+
+func (a *API) listHypervisors(detail bool) handlerFunc {
+	return a.adminOnly(func(w http.ResponseWriter, r *http.Request) error {
+		hs, err := a.cfg.Store.ListHostSummaries(r.Context())
+		if err != nil {
+			return err
+		}
+		out := make([]map[string]any, len(hs))
+		for i := range hs {
+			out[i] = a.hypervisorView(&hs[i], detail)
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"hypervisors": out})
+		return nil
+	})
+}
+
+func (a *API) showHypervisor(w http.ResponseWriter, r *http.Request) error {
+	return a.adminOnly(func(w http.ResponseWriter, r *http.Request) error {
+		hs, err := a.cfg.Store.ListHostSummaries(r.Context())
+		if err != nil {
+			return err
+		}
+		id := mux.Vars(r)["id"]
+		for i := range hs {
+			if strconv.FormatInt(hs[i].ID, 10) == id || hs[i].Name == id {
+				httpx.WriteJSON(w, http.StatusOK, map[string]any{"hypervisor": a.hypervisorView(&hs[i], true)})
+				return nil
+			}
+		}
+		return apierr.NotFoundf("Hypervisor with ID %s could not be found.", id)
+	})(w, r)
+}
+
+func (a *API) hypervisorStatistics(w http.ResponseWriter, r *http.Request) error {
+	return a.adminOnly(func(w http.ResponseWriter, r *http.Request) error {
+		hs, err := a.cfg.Store.ListHostSummaries(r.Context())
+		if err != nil {
+			return err
+		}
+		st := map[string]int{}
+		for _, h := range hs {
+			st["count"]++
+			st["vcpus"] += h.VCPUs
+			st["vcpus_used"] += h.VCPUsUsed
+			st["memory_mb"] += h.MemoryMB
+			st["memory_mb_used"] += h.MemoryMBUsed
+			st["free_ram_mb"] += h.MemoryMB - h.MemoryMBUsed
+			st["local_gb"] += h.DiskGB
+			st["local_gb_used"] += h.DiskGBUsed
+			st["free_disk_gb"] += h.DiskGB - h.DiskGBUsed
+			st["disk_available_least"] += h.DiskGB - h.DiskGBUsed
+			st["running_vms"] += h.Servers
+		}
+		st["current_workload"] += 0
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"hypervisor_statistics": st})
+		return nil
+	})(w, r)
+}
+
+// services is os-services: one nova-compute per host, up/down from its
+// heartbeats.
+func (a *API) services(w http.ResponseWriter, r *http.Request) error {
+	return a.adminOnly(func(w http.ResponseWriter, r *http.Request) error {
+		hs, err := a.cfg.Store.ListHostSummaries(r.Context())
+		if err != nil {
+			return err
+		}
+		out := []map[string]any{}
+		for _, h := range hs {
+			out = append(out, map[string]any{
+				"id": h.ID, "binary": "nova-compute", "host": h.Name, "zone": "nova",
+				"status": map[bool]string{true: "disabled", false: "enabled"}[h.Disabled],
+				"state":  state(a.hostUp(&h.Host)), "updated_at": h.LastHeartbeat.UTC().Format(usageFormat),
+				"disabled_reason": nil, "forced_down": false,
+			})
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"services": out})
+		return nil
+	})(w, r)
+}
+
+// berthHosts is GET /berth-hosts[/{name}]: capacity, use, heartbeat age
+// and set count per host (admin).
+func (a *API) berthHosts(w http.ResponseWriter, r *http.Request) error {
+	return a.adminOnly(func(w http.ResponseWriter, r *http.Request) error {
+		hs, err := a.cfg.Store.ListHostSummaries(r.Context())
+		if err != nil {
+			return err
+		}
+		name := mux.Vars(r)["name"]
+		out := []map[string]any{}
+		for _, h := range hs {
+			if name != "" && h.Name != name {
+				continue
+			}
+			out = append(out, map[string]any{
+				"name": h.Name, "vcpus": h.VCPUs, "vcpus_used": h.VCPUsUsed, "memory_mb": h.MemoryMB,
+				"memory_mb_used": h.MemoryMBUsed, "disk_gb": h.DiskGB, "disk_gb_used": h.DiskGBUsed,
+				"cpu_allocation_ratio": h.CPURatio, "ram_allocation_ratio": h.RAMRatio,
+				"state": state(a.hostUp(&h.Host)), "disabled": h.Disabled,
+				"heartbeat_age_seconds": int(time.Since(h.LastHeartbeat).Seconds()),
+				"last_heartbeat":        h.LastHeartbeat.UTC().Format(timeFormat), "sets": h.Servers,
+				"agent_version": h.AgentVersion, "agent_url": h.AgentURL,
+			})
+		}
+		if name != "" {
+			if len(out) == 0 {
+				return apierr.NotFoundf("Host %s could not be found.", name)
+			}
+			httpx.WriteJSON(w, http.StatusOK, map[string]any{"host": out[0]})
+			return nil
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"hosts": out})
+		return nil
+	})(w, r)
+}
+
+// availabilityZones is os-availability-zone: Berth has one zone, "nova".
+func (a *API) availabilityZones(detail bool) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		zone := map[string]any{"zoneName": "nova", "zoneState": map[string]bool{"available": true}, "hosts": nil}
+		if detail {
+			if !identity(r.Context()).IsAdmin() {
+				return apierr.Forbiddenf("Policy doesn't allow os_compute_api:os-availability-zone:detail to be performed.")
+			}
+			hs, err := a.cfg.Store.ListHostSummaries(r.Context())
+			if err != nil {
+				return err
+			}
+			hosts := map[string]any{}
+			for _, h := range hs {
+				hosts[h.Name] = map[string]any{"nova-compute": map[string]any{
+					"available": a.hostUp(&h.Host), "active": !h.Disabled,
+					"updated_at": h.LastHeartbeat.UTC().Format(usageFormat)}}
+			}
+			zone["hosts"] = hosts
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"availabilityZoneInfo": []any{zone}})
+		return nil
+	}
+}

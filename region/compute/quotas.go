@@ -1,0 +1,131 @@
+package compute
+
+import (
+	"net/http"
+
+	"github.com/gorilla/mux"
+
+	"berth/internal/apierr"
+	"berth/internal/httpx"
+	"berth/region/store"
+)
+
+// checkKeypairQuota refuses a keypair over the key_pairs quota.
+func (a *API) checkKeypairQuota(r *http.Request, userID, projectID string) error {
+	limits, err := a.cfg.Store.Quotas(r.Context(), projectID)
+	if err != nil {
+		return err
+	}
+	n, err := a.cfg.Store.CountKeypairs(r.Context(), userID)
+	if err != nil {
+		return err
+	}
+	if lim := limits["key_pairs"]; lim >= 0 && n+1 > lim {
+		return apierr.OverLimitf("Quota exceeded, too many key pairs.")
+	}
+	return nil
+}
+
+// limits is GET /limits: Nova's absolute limits with the project's usage.
+func (a *API) limits(w http.ResponseWriter, r *http.Request) error {
+	id := identity(r.Context())
+	project := id.ProjectID
+	if p := r.URL.Query().Get("tenant_id"); p != "" && id.IsAdmin() {
+		project = p
+	}
+	q, err := a.cfg.Store.Quotas(r.Context(), project)
+	if err != nil {
+		return err
+	}
+	u, err := a.cfg.Store.ProjectUsage(r.Context(), project)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"limits": map[string]any{
+		"rate": []any{},
+		"absolute": map[string]int{
+			"maxTotalInstances": q["instances"], "maxTotalCores": q["cores"], "maxTotalRAMSize": q["ram"],
+			"maxTotalKeypairs": q["key_pairs"], "maxServerMeta": q["metadata_items"], "maxImageMeta": 128,
+			"maxPersonality": q["injected_files"], "maxPersonalitySize": q["injected_file_content_bytes"],
+			"maxServerGroups": q["server_groups"], "maxServerGroupMembers": q["server_group_members"],
+			"maxSecurityGroups": -1, "maxSecurityGroupRules": -1, "maxTotalFloatingIps": -1,
+			"totalInstancesUsed": u.Instances, "totalCoresUsed": u.Cores, "totalRAMUsed": u.RAM,
+			"totalServerGroupsUsed": u.ServerGroups, "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0,
+		},
+	}})
+	return nil
+}
+
+// quotaProject is the project a quota call is about; members may only
+// look at their own.
+func quotaProject(r *http.Request) (string, error) {
+	id := identity(r.Context())
+	p := mux.Vars(r)["project"]
+	if p != id.ProjectID && !id.IsAdmin() {
+		return "", apierr.Forbiddenf("Policy doesn't allow os_compute_api:os-quota-sets:show to be performed.")
+	}
+	return p, nil
+}
+
+func (a *API) showQuotas(detail, defaults bool) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		p, err := quotaProject(r)
+		if err != nil {
+			return err
+		}
+		q := store.DefaultQuotas
+		if !defaults {
+			if q, err = a.cfg.Store.Quotas(r.Context(), p); err != nil {
+				return err
+			}
+		}
+		out := map[string]any{"id": p}
+		var u *store.Usage
+		if detail {
+			if u, err = a.cfg.Store.ProjectUsage(r.Context(), p); err != nil {
+				return err
+			}
+		}
+		used := map[string]int{}
+		if u != nil {
+			used = map[string]int{"instances": u.Instances, "cores": u.Cores, "ram": u.RAM, "server_groups": u.ServerGroups}
+		}
+		for k, v := range q {
+			if detail {
+				out[k] = map[string]int{"limit": v, "in_use": used[k], "reserved": 0}
+			} else {
+				out[k] = v
+			}
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"quota_set": out})
+		return nil
+	}
+}
+
+func (a *API) updateQuotas(w http.ResponseWriter, r *http.Request) error {
+	if !identity(r.Context()).IsAdmin() {
+		return apierr.Forbiddenf("Policy doesn't allow os_compute_api:os-quota-sets:update to be performed.")
+	}
+	var body struct {
+		QuotaSet map[string]any `json:"quota_set"`
+	}
+	if err := httpx.DecodeJSON(w, r, httpx.MaxBodyBytes, true, &body); err != nil {
+		return err
+	}
+	limits := map[string]int{}
+	for k, v := range body.QuotaSet {
+		if k == "force" {
+			continue
+		}
+		f, ok := v.(float64)
+		if !ok || f < -1 || f != float64(int(f)) {
+			return apierr.Invalidf("Invalid input for field/attribute %s. It must be an integer of -1 or more.", k)
+		}
+		limits[k] = int(f)
+	}
+	p := mux.Vars(r)["project"]
+	if err := a.cfg.Store.SetQuotas(r.Context(), p, limits); err != nil {
+		return err
+	}
+	return a.showQuotas(false, false)(w, r)
+}

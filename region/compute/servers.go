@@ -1,0 +1,391 @@
+package compute
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/mux"
+
+	"berth/internal/apierr"
+	"berth/internal/httpx"
+	"berth/region/novastate"
+	"berth/region/scheduler"
+	"berth/region/store"
+	"berth/schema"
+)
+
+// createBody is POST /servers: Nova's schema rejects unknown top-level keys
+// except the scheduler hints.
+type createBody struct {
+	Server      *schema.ServerCreate `json:"server"`
+	Hints       map[string]any       `json:"os:scheduler_hints,omitempty"`
+	LegacyHints map[string]any       `json:"OS-SCH-HNT:scheduler_hints,omitempty"`
+}
+
+// validName applies Nova's name rules: 1-255 characters, printable, no
+// leading or trailing whitespace.
+func validName(field, s string) error {
+	n := utf8.RuneCountInString(s)
+	if n < 1 || n > 255 {
+		return apierr.Invalidf("Invalid input for field/attribute %s. Value: %s. It must be 1 to 255 characters long.", field, s)
+	}
+	if strings.TrimSpace(s) != s {
+		return apierr.Invalidf("Invalid input for field/attribute %s. Value: %s. Leading or trailing whitespace is not allowed.", field, s)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return apierr.Invalidf("Invalid input for field/attribute %s. Value: %q. It must consist of printable characters.", field, s)
+		}
+	}
+	return nil
+}
+
+// refID takes the id from a ref that may be a URL (Nova accepts both).
+func refID(ref string) string {
+	ref = strings.TrimRight(ref, "/")
+	if i := strings.LastIndex(ref, "/"); i >= 0 {
+		return ref[i+1:]
+	}
+	return ref
+}
+
+// networksOf resolves the "networks" of a create request to network ids.
+func (a *API) networksOf(raw json.RawMessage) ([]string, error) {
+	def := []string{a.cfg.DefaultNetworkID}
+	if len(raw) == 0 || string(raw) == "null" {
+		return def, nil
+	}
+	var word string
+	if json.Unmarshal(raw, &word) == nil {
+		switch word {
+		case "auto":
+			return def, nil
+		case "none":
+			return nil, nil
+		}
+		return nil, apierr.Invalidf("Invalid input for field/attribute networks. Value: %s. It must be a list, \"auto\" or \"none\".", word)
+	}
+	var nets []schema.ServerNetwork
+	if err := json.Unmarshal(raw, &nets); err != nil {
+		return nil, apierr.Invalidf("Invalid input for field/attribute networks. It must be a list of objects.")
+	}
+	var ids []string
+	for _, n := range nets {
+		switch {
+		case n.Port != "":
+			return nil, apierr.Invalidf("Port %s could not be found.", n.Port)
+		case n.UUID == "":
+			return nil, apierr.Invalidf("Bad networks format: network uuid is not in proper format.")
+		case n.UUID != a.cfg.DefaultNetworkID:
+			return nil, apierr.Invalidf("Network %s could not be found.", n.UUID)
+		case n.FixedIP != "":
+			return nil, apierr.NotImplementedf("Requesting a fixed IP is not supported yet.")
+		}
+		ids = append(ids, n.UUID)
+	}
+	return ids, nil
+}
+
+func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
+	var body createBody
+	if err := httpx.DecodeJSON(w, r, httpx.MaxBodyBytes, true, &body); err != nil {
+		return err
+	}
+	sc := body.Server
+	if sc == nil {
+		return apierr.Invalidf("Invalid input for field/attribute server. 'server' is a required property.")
+	}
+	if err := validName("name", sc.Name); err != nil {
+		return err
+	}
+	v := versionOf(r.Context())
+	for field, unexpected := range map[string]bool{
+		"description": sc.Description != nil && v.Less(Microversion{2, 19}),
+		"tags":        sc.Tags != nil && v.Less(Microversion{2, 52}),
+		"hostname":    sc.HostName != "" && v.Less(Microversion{2, 90}),
+	} {
+		if unexpected {
+			return apierr.Invalidf("Additional properties are not allowed ('%s' was unexpected)", field)
+		}
+	}
+	if sc.Description != nil && utf8.RuneCountInString(*sc.Description) > 255 {
+		return apierr.Invalidf("Invalid input for field/attribute description. It must be at most 255 characters long.")
+	}
+	switch {
+	case len(sc.BlockDevices) > 0:
+		return apierr.Invalidf("Booting from a block device is not supported: a Berth server is a container set booted from an image.")
+	case sc.ImageRef == "":
+		return apierr.Invalidf("Invalid input for field/attribute imageRef. 'imageRef' is a required property.")
+	case sc.FlavorRef == "":
+		return apierr.Invalidf("Invalid input for field/attribute flavorRef. 'flavorRef' is a required property.")
+	}
+	if sc.UserData != "" {
+		if len(sc.UserData) > 65535 {
+			return apierr.Invalidf("User data too large. User data must be no larger than 65535 bytes once base64 encoded.")
+		}
+		if _, err := base64.StdEncoding.DecodeString(sc.UserData); err != nil {
+			return apierr.Invalidf("User data needs to be valid base 64.")
+		}
+	}
+	files, err := personalityFiles(sc.Personality)
+	if err != nil {
+		return err
+	}
+	for _, g := range sc.SecurityGroups {
+		if g.Name != "default" {
+			return apierr.Invalidf("Security group %s not found for project %s.", g.Name, identity(r.Context()).ProjectID)
+		}
+	}
+	if len(sc.Metadata) > 128 {
+		return apierr.OverLimitf("Quota exceeded for metadata_items: Requested %d, but already used 0 of 128 metadata_items", len(sc.Metadata))
+	}
+	for k, v := range sc.Metadata {
+		if k == "" || utf8.RuneCountInString(k) > 255 || utf8.RuneCountInString(v) > 255 {
+			return apierr.Invalidf("Invalid input for field/attribute metadata. Keys must be 1-255 and values 0-255 characters long.")
+		}
+	}
+	minCount, maxCount := 1, 1
+	if sc.MinCount != nil {
+		minCount = *sc.MinCount
+	}
+	if sc.MaxCount != nil {
+		maxCount = *sc.MaxCount
+	} else if sc.MinCount != nil {
+		maxCount = minCount
+	}
+	if minCount < 1 || maxCount < 1 || minCount > maxCount || maxCount > 100 {
+		return apierr.Invalidf("min_count and max_count must be 1 to 100 with min_count <= max_count.")
+	}
+
+	id := identity(r.Context())
+	forceHost := ""
+	az := "nova"
+	if sc.AvailabilityZone != "" {
+		zone, host, _ := strings.Cut(sc.AvailabilityZone, ":")
+		if zone != "" && zone != "nova" {
+			return apierr.Invalidf("The requested availability zone is not available")
+		}
+		if host != "" {
+			if !id.IsAdmin() {
+				return apierr.Forbiddenf("Policy doesn't allow os_compute_api:servers:create:forced_host to be performed.")
+			}
+			forceHost, _, _ = strings.Cut(host, ":")
+		}
+	}
+	networks, err := a.networksOf(sc.Networks)
+	if err != nil {
+		return err
+	}
+	authorizedKeys := ""
+	if sc.KeyName != "" {
+		k, err := a.cfg.Store.FindKeypair(r.Context(), id.UserID, sc.KeyName)
+		if apierr.Is(err, apierr.NotFound) {
+			return apierr.Invalidf("Invalid key_name provided.")
+		} else if err != nil {
+			return err
+		}
+		authorizedKeys = k.PublicKey + "\n"
+	}
+
+	flavor, err := a.findFlavor(r, refID(string(sc.FlavorRef)))
+	if apierr.Is(err, apierr.NotFound) {
+		return apierr.Invalidf("Flavor %s could not be found.", refID(string(sc.FlavorRef)))
+	} else if err != nil {
+		return err
+	}
+	img, err := a.bootableImage(r, sc.ImageRef)
+	if err != nil {
+		return err
+	}
+	switch {
+	case img.MinRAM > flavor.RAMMB:
+		return apierr.Invalidf("Flavor's memory is too small for requested image.")
+	case img.MinDisk > flavor.DiskGB:
+		return apierr.Invalidf("Flavor's disk is too small for requested image.")
+	}
+
+	var first *store.Server
+	for i := 1; i <= maxCount; i++ {
+		name := sc.Name
+		if maxCount > 1 {
+			name = fmt.Sprintf("%s-%d", sc.Name, i)
+		}
+		candidates, reason, err := a.rank(r.Context(), scheduler.Request{
+			VCPUs: flavor.VCPUs, MemoryMB: flavor.RAMMB, DiskGB: flavor.DiskGB,
+			ForceHost: forceHost, Now: time.Now(), Grace: a.cfg.HostGrace,
+		})
+		if err != nil {
+			return err
+		}
+		srv, err := a.cfg.Store.CreateServer(r.Context(), store.NewServer{
+			ID: uuid.NewString(), ProjectID: id.ProjectID, UserID: id.UserID, Name: name,
+			Description: sc.Description, ImageID: img.ID, DockerImageID: img.DockerImageID, Flavor: flavor,
+			Metadata: sc.Metadata, AvailabilityZone: az, AccessIPv4: sc.AccessIPv4, AccessIPv6: sc.AccessIPv6,
+			NetworkIDs: networks, RequestID: httpx.RequestID(r.Context()),
+			KeyName: sc.KeyName, AuthorizedKeys: authorizedKeys, UserData: sc.UserData, Files: files,
+		}, candidates, a.cfg.HostGrace, reason)
+		if err != nil {
+			return err
+		}
+		a.log.Info("server created", "server_id", srv.ID, "host", srv.Host.String, "status", srv.Status(),
+			"request_id", httpx.RequestID(r.Context()))
+		if first == nil {
+			first = srv
+		}
+	}
+	links := a.serverLinks(r, first.ID)
+	w.Header().Set("Location", links[0].Href)
+	httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"server": schema.ServerCreated{
+		ID: first.ID, Links: links, DiskConfig: "MANUAL",
+		SecurityGroups: []schema.SecurityGroupRef{{Name: "default"}},
+	}})
+	return nil
+}
+
+// personalityFiles checks personality files against Nova's default limits
+// (5 files, 255-byte paths, 10 KiB contents; over is 403 overLimit).
+func personalityFiles(ps []schema.Personality) ([]schema.SetFile, error) {
+	if len(ps) > 5 {
+		return nil, apierr.OverLimitf("Personality file limit exceeded")
+	}
+	var out []schema.SetFile
+	for _, p := range ps {
+		if len(p.Path) > 255 {
+			return nil, apierr.OverLimitf("Personality file path exceeds maximum 255")
+		}
+		if err := checkPath(p.Path); err != nil {
+			return nil, err
+		}
+		data, err := base64.StdEncoding.DecodeString(p.Contents)
+		if err != nil {
+			return nil, apierr.Invalidf("Personality content for %s cannot be decoded", p.Path)
+		}
+		if len(data) > 10240 {
+			return nil, apierr.OverLimitf("Personality file content exceeds maximum 10240")
+		}
+		out = append(out, schema.SetFile{Path: p.Path, Contents: p.Contents})
+	}
+	return out, nil
+}
+
+func (a *API) showServer(w http.ResponseWriter, r *http.Request) error {
+	srv, err := a.cfg.Store.FindServer(r.Context(), caller(r).Scope, mux.Vars(r)["id"])
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"server": a.serverView(r, srv)})
+	return nil
+}
+
+func (a *API) listServers(detail bool) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		q := r.URL.Query()
+		limit, marker, err := pageParams(q)
+		if err != nil {
+			return err
+		}
+		id := identity(r.Context())
+		f := store.ServerFilter{
+			Scope:     store.Scope{ProjectID: id.ProjectID},
+			NameRegex: q.Get("name"), ImageID: q.Get("image"), FlavorID: q.Get("flavor"),
+			Marker: marker, Limit: limit,
+		}
+		// all_tenants and the admin-only filters are honoured for admins
+		// and silently ignored for everyone else, as Nova does.
+		if id.IsAdmin() {
+			if v, ok := q["all_tenants"]; ok && (len(v) == 0 || !isFalse(v[0])) {
+				f.Scope.AllProjects = true
+				f.ProjectID = firstOf(q.Get("project_id"), q.Get("tenant_id"))
+			}
+			f.Host = q.Get("host")
+		}
+		if s := q.Get("status"); s != "" {
+			sf, ok := novastate.FilterFor(strings.ToUpper(s))
+			if !ok {
+				// Nova returns an empty list for an unknown status.
+				return a.writeServers(w, r, detail, nil, limit, q)
+			}
+			f.Status = &sf
+		}
+		if s := q.Get("changes-since"); s != "" {
+			t, err := time.Parse(time.RFC3339, s)
+			if err != nil {
+				return apierr.Invalidf("Invalid input for query parameters changes-since. Value: %s. It must be an ISO 8601 date-time.", s)
+			}
+			f.ChangesSince = &t
+		}
+		srvs, err := a.cfg.Store.ListServers(r.Context(), f)
+		if err != nil {
+			return err
+		}
+		return a.writeServers(w, r, detail, srvs, limit, q)
+	}
+}
+
+func (a *API) writeServers(w http.ResponseWriter, r *http.Request, detail bool, srvs []store.Server, limit int, q map[string][]string) error {
+	body := map[string]any{}
+	if detail {
+		out := make([]schema.Server, len(srvs))
+		for i := range srvs {
+			out[i] = a.serverView(r, &srvs[i])
+		}
+		body["servers"] = out
+	} else {
+		out := make([]schema.ServerBrief, len(srvs))
+		for i, s := range srvs {
+			out[i] = schema.ServerBrief{ID: s.ID, Name: s.Name, Links: a.serverLinks(r, s.ID)}
+		}
+		body["servers"] = out
+	}
+	if limit > 0 && len(srvs) == limit {
+		body["servers_links"] = nextLink(a.baseURL(r), r.URL.Path, q, srvs[len(srvs)-1].ID)
+	}
+	httpx.WriteJSON(w, http.StatusOK, body)
+	return nil
+}
+
+func isFalse(s string) bool {
+	switch strings.ToLower(s) {
+	case "0", "false", "f", "no", "n", "off":
+		return true
+	}
+	return false
+}
+
+func firstOf(xs ...string) string {
+	for _, x := range xs {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
+}
+
+func (a *API) deleteServer(w http.ResponseWriter, r *http.Request) error {
+	c := caller(r)
+	id := mux.Vars(r)["id"]
+	if err := a.cfg.Store.DeleteServer(r.Context(), c, id); err != nil {
+		return err
+	}
+	a.log.Info("server delete requested", "server_id", id, "request_id", c.RequestID)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) serverIPs(w http.ResponseWriter, r *http.Request) error {
+	srv, err := a.cfg.Store.FindServer(r.Context(), caller(r).Scope, mux.Vars(r)["id"])
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"addresses": a.serverView(r, srv).Addresses})
+	return nil
+}
+
+func itoa(n int) string { return fmt.Sprint(n) }

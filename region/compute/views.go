@@ -1,0 +1,112 @@
+package compute
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+
+	"berth/region/novastate"
+	"berth/region/store"
+	"berth/schema"
+)
+
+// Nova's time formats: resource timestamps, and the usage timestamps
+// (launched_at, terminated_at) with microseconds and no zone.
+const (
+	timeFormat  = "2006-01-02T15:04:05Z"
+	usageFormat = "2006-01-02T15:04:05.000000"
+)
+
+func (a *API) serverLinks(r *http.Request, id string) []schema.Link {
+	base := a.baseURL(r)
+	return []schema.Link{
+		{Href: base + "/v2.1/servers/" + id, Rel: "self"},
+		{Href: base + "/servers/" + id, Rel: "bookmark"},
+	}
+}
+
+// hostID is Nova's opaque hostId: sha224 of project id + host name, so a
+// tenant can tell whether two of its servers share a host, but not which.
+func hostID(projectID, host string) string {
+	if host == "" {
+		return ""
+	}
+	sum := sha256.Sum224([]byte(projectID + host))
+	return hex.EncodeToString(sum[:])
+}
+
+// progressOf is what the server's progress field shows: build steps while
+// building, 100 once built; Nova reports progress only for these statuses.
+func progressOf(s *store.Server) int {
+	switch s.Status() {
+	case "BUILD":
+		switch s.TaskState.String {
+		case novastate.TaskScheduling:
+			return 10
+		case novastate.TaskNetworking:
+			return 30
+		case novastate.TaskSpawning:
+			if s.ObservedGeneration >= s.Generation {
+				return 90
+			}
+			return 50
+		}
+		return 0
+	case "ACTIVE", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING":
+		return s.Progress
+	}
+	return 0
+}
+
+func (a *API) serverView(r *http.Request, s *store.Server) schema.Server {
+	base := a.baseURL(r)
+	meta := map[string]string{}
+	_ = json.Unmarshal(s.Metadata, &meta)
+	addrs := map[string][]schema.Address{}
+	for _, p := range s.Ports {
+		addrs[p.NetworkName] = append(addrs[p.NetworkName], schema.Address{
+			MAC: p.MACAddress, Type: "fixed", Addr: p.IPAddress, Version: 4,
+		})
+	}
+	v := schema.Server{
+		ID: s.ID, Name: s.Name, Status: s.Status(), TenantID: s.ProjectID, UserID: s.UserID,
+		Metadata: meta, HostID: hostID(s.ProjectID, s.Host.String),
+		Image:   schema.Ref{ID: s.ImageID, Links: []schema.Link{{Href: base + "/images/" + s.ImageID, Rel: "bookmark"}}},
+		Flavor:  schema.Ref{ID: s.FlavorID, Links: []schema.Link{{Href: base + "/flavors/" + s.FlavorID, Rel: "bookmark"}}},
+		Created: s.CreatedAt.UTC().Format(timeFormat), Updated: s.UpdatedAt.UTC().Format(timeFormat),
+		Addresses: addrs, AccessIPv4: s.AccessIPv4, AccessIPv6: s.AccessIPv6,
+		Links: a.serverLinks(r, s.ID), Progress: progressOf(s), ConfigDrive: "",
+		SecurityGroups: []schema.SecurityGroupRef{{Name: "default"}},
+		DiskConfig:     "MANUAL", AvailabilityZone: s.AvailabilityZone,
+		PowerState: s.PowerState, VMState: s.VMState, VolumesAttached: []any{},
+	}
+	if s.TaskState.Valid {
+		t := s.TaskState.String
+		v.TaskState = &t
+	}
+	if s.KeyName.Valid {
+		k := s.KeyName.String
+		v.KeyName = &k
+	}
+	if s.LaunchedAt != nil {
+		t := s.LaunchedAt.UTC().Format(usageFormat)
+		v.LaunchedAt = &t
+	}
+	if s.TerminatedAt != nil {
+		t := s.TerminatedAt.UTC().Format(usageFormat)
+		v.TerminatedAt = &t
+	}
+	if len(s.Fault) > 0 && (s.VMState == novastate.Error || s.VMState == novastate.Deleted) {
+		var f store.FaultBody
+		if json.Unmarshal(s.Fault, &f) == nil {
+			v.Fault = &schema.Fault{Code: f.Code, Message: f.Message, Created: f.Created.UTC().Format(timeFormat)}
+		}
+	}
+	if identity(r.Context()).IsAdmin() {
+		host := s.Host.String
+		name := "instance-" + s.ID
+		v.Host, v.HypervisorHostname, v.InstanceName = &host, &host, &name
+	}
+	return v
+}

@@ -1,0 +1,66 @@
+package scheduler
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func host(name string, vcpus, memMB, usedMB int, beat time.Time) HostState {
+	return HostState{Name: name, VCPUs: vcpus, MemoryMB: memMB, DiskGB: 100, CPURatio: 1, RAMRatio: 1,
+		DiskRatio: 1, MemoryMBUsed: usedMB, LastHeartbeat: beat}
+}
+
+func TestRank(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	fresh, stale := now.Add(-5*time.Second), now.Add(-5*time.Minute)
+	tests := []struct {
+		name     string
+		hosts    []HostState
+		req      Request
+		want     []string
+		rejected map[string]int
+	}{
+		{
+			name:  "spreads by free RAM, name breaks ties",
+			hosts: []HostState{host("b", 4, 4096, 0, fresh), host("a", 4, 4096, 0, fresh), host("c", 4, 8192, 0, fresh)},
+			req:   Request{VCPUs: 1, MemoryMB: 512, Now: now, Grace: time.Minute},
+			want:  []string{"c", "a", "b"}, rejected: map[string]int{},
+		},
+		{
+			name:  "skips full and down hosts",
+			hosts: []HostState{host("full", 4, 1024, 1000, fresh), host("down", 4, 8192, 0, stale), host("ok", 4, 2048, 0, fresh)},
+			req:   Request{VCPUs: 1, MemoryMB: 512, Now: now, Grace: time.Minute},
+			want:  []string{"ok"}, rejected: map[string]int{"not enough RAM": 1, "down": 1},
+		},
+		{
+			name:  "forced host only",
+			hosts: []HostState{host("a", 4, 4096, 0, fresh), host("b", 4, 8192, 0, fresh)},
+			req:   Request{VCPUs: 1, MemoryMB: 512, ForceHost: "a", Now: now, Grace: time.Minute},
+			want:  []string{"a"}, rejected: map[string]int{"not the forced host": 1},
+		},
+		{
+			name:  "overcommit ratio counts",
+			hosts: []HostState{{Name: "r", VCPUs: 2, CPURatio: 16, MemoryMB: 1000, RAMRatio: 1.5, DiskGB: 10, DiskRatio: 1, VCPUsUsed: 31, LastHeartbeat: fresh}},
+			req:   Request{VCPUs: 2, MemoryMB: 1500, Now: now, Grace: time.Minute},
+			want:  []string{}, rejected: map[string]int{"not enough vCPUs": 1},
+		},
+		{
+			name: "no hosts",
+			req:  Request{VCPUs: 1, MemoryMB: 1},
+			want: []string{}, rejected: map[string]int{},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, rejected := Rank(tt.hosts, tt.req)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Rank() hosts (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.rejected, rejected); diff != "" {
+				t.Errorf("Rank() rejected (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -1,0 +1,150 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"berth/internal/pgdb"
+	"berth/region/scheduler"
+	"berth/schema"
+)
+
+// Host is a host row.
+type Host struct {
+	ID            int64           `db:"id"`
+	Name          string          `db:"name"`
+	VCPUs         int             `db:"vcpus"`
+	MemoryMB      int             `db:"memory_mb"`
+	DiskGB        int             `db:"disk_gb"`
+	CPURatio      float64         `db:"cpu_ratio"`
+	RAMRatio      float64         `db:"ram_ratio"`
+	DiskRatio     float64         `db:"disk_ratio"`
+	VCPUsUsed     int             `db:"vcpus_used"`
+	MemoryMBUsed  int             `db:"memory_mb_used"`
+	DiskGBUsed    int             `db:"disk_gb_used"`
+	Labels        json.RawMessage `db:"labels"`
+	AgentVersion  string          `db:"agent_version"`
+	AgentURL      string          `db:"agent_url"`
+	Disabled      bool            `db:"disabled"`
+	DesiredIndex  int64           `db:"desired_index"`
+	LastHeartbeat time.Time       `db:"last_heartbeat"`
+	CreatedAt     time.Time       `db:"created_at"`
+}
+
+const hostCols = `id, name, vcpus, memory_mb, disk_gb, cpu_ratio, ram_ratio, disk_ratio, vcpus_used,
+	memory_mb_used, disk_gb_used, labels, agent_version, agent_url, disabled, desired_index, last_heartbeat, created_at`
+
+// RegisterHost creates or refreshes a host with the capacity its agent
+// reports; usage counters are kept (they belong to region's claims).
+func (s *Store) RegisterHost(ctx context.Context, name string, r schema.HostRegister) error {
+	labels, _ := json.Marshal(r.Labels)
+	if r.Labels == nil {
+		labels = []byte("{}")
+	}
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, `
+			INSERT INTO hosts (name, vcpus, memory_mb, disk_gb, labels, agent_version, agent_url, last_heartbeat)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+			ON CONFLICT (name) DO UPDATE SET vcpus = $2, memory_mb = $3, disk_gb = $4,
+				labels = $5, agent_version = $6, agent_url = $7, last_heartbeat = now()`,
+			name, r.VCPUs, r.MemoryMB, r.DiskGB, labels, r.AgentVersion, r.AgentURL)
+		return err
+	})
+}
+
+// FindHost returns a host by name.
+func (s *Store) FindHost(ctx context.Context, name string) (*Host, error) {
+	var h Host
+	err := s.db.GetContext(ctx, &h, `SELECT `+hostCols+` FROM hosts WHERE name = $1`, name)
+	if err != nil {
+		return nil, pgdb.NotFound(err, fmt.Sprintf("Host %s could not be found.", name))
+	}
+	return &h, nil
+}
+
+// ListHosts lists every host by name.
+func (s *Store) ListHosts(ctx context.Context) ([]Host, error) {
+	var hs []Host
+	err := s.db.SelectContext(ctx, &hs, `SELECT `+hostCols+` FROM hosts ORDER BY name`)
+	return hs, err
+}
+
+// HostStates is the scheduler's snapshot of every host.
+func (s *Store) HostStates(ctx context.Context) ([]scheduler.HostState, error) {
+	hs, err := s.ListHosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]scheduler.HostState, len(hs))
+	for i, h := range hs {
+		labels := map[string]string{}
+		_ = json.Unmarshal(h.Labels, &labels)
+		out[i] = scheduler.HostState{
+			Name: h.Name, VCPUs: h.VCPUs, MemoryMB: h.MemoryMB, DiskGB: h.DiskGB,
+			CPURatio: h.CPURatio, RAMRatio: h.RAMRatio, DiskRatio: h.DiskRatio,
+			VCPUsUsed: h.VCPUsUsed, MemoryMBUsed: h.MemoryMBUsed, DiskGBUsed: h.DiskGBUsed,
+			Disabled: h.Disabled, LastHeartbeat: h.LastHeartbeat, Labels: labels,
+		}
+	}
+	return out, nil
+}
+
+// HostIndex returns a host's desired index (NotFound for unknown hosts).
+func (s *Store) HostIndex(ctx context.Context, name string) (int64, error) {
+	var idx int64
+	err := s.db.GetContext(ctx, &idx, `SELECT desired_index FROM hosts WHERE name = $1`, name)
+	if err != nil {
+		return 0, pgdb.NotFound(err, fmt.Sprintf("Host %s could not be found.", name))
+	}
+	return idx, nil
+}
+
+// claimOn adds a set's needs to a host's usage if it still has room and is
+// up, in tx; it reports whether the claim was made. The row lock taken by
+// the UPDATE serializes concurrent claims on one host, and the WHERE clause
+// re-checks capacity against the committed usage, so no host overcommits.
+func claimOn(ctx context.Context, tx *sqlx.Tx, host string, vcpus, ramMB, diskGB int, grace time.Duration) (bool, error) {
+	res, err := tx.ExecContext(ctx, `
+		UPDATE hosts SET vcpus_used = vcpus_used + $2, memory_mb_used = memory_mb_used + $3,
+			disk_gb_used = disk_gb_used + $4
+		WHERE name = $1 AND NOT disabled
+		  AND vcpus_used + $2 <= floor(vcpus * cpu_ratio)
+		  AND memory_mb_used + $3 <= floor(memory_mb * ram_ratio)
+		  AND disk_gb_used + $4 <= floor(disk_gb * disk_ratio)
+		  AND ($5 <= 0 OR last_heartbeat > now() - make_interval(secs => $5))`,
+		host, vcpus, ramMB, diskGB, grace.Seconds())
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// releaseOn gives a set's claim back to its host.
+func releaseOn(ctx context.Context, tx *sqlx.Tx, host string, vcpus, ramMB, diskGB int) error {
+	_, err := tx.ExecContext(ctx, `
+		UPDATE hosts SET vcpus_used = greatest(vcpus_used - $2, 0),
+			memory_mb_used = greatest(memory_mb_used - $3, 0),
+			disk_gb_used = greatest(disk_gb_used - $4, 0)
+		WHERE name = $1`, host, vcpus, ramMB, diskGB)
+	return err
+}
+
+// HostSummary is a host with its live server count.
+type HostSummary struct {
+	Host
+	Servers int `db:"servers"`
+}
+
+// ListHostSummaries lists hosts with how many live servers each holds.
+func (s *Store) ListHostSummaries(ctx context.Context) ([]HostSummary, error) {
+	var out []HostSummary
+	err := s.db.SelectContext(ctx, &out, `SELECT `+hostCols+`,
+		(SELECT count(*) FROM servers s WHERE s.host = hosts.name AND s.deleted_at IS NULL) AS servers
+		FROM hosts ORDER BY id`)
+	return out, err
+}

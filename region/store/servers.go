@@ -1,0 +1,414 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"berth/internal/apierr"
+	"berth/internal/pgdb"
+	"berth/region/novastate"
+	"berth/schema"
+)
+
+// Server is a server row with its ports.
+type Server struct {
+	ID                 string          `db:"id"`
+	ProjectID          string          `db:"project_id"`
+	UserID             string          `db:"user_id"`
+	Name               string          `db:"name"`
+	Description        *string         `db:"description"`
+	Host               sql.NullString  `db:"host"`
+	AvailabilityZone   string          `db:"availability_zone"`
+	ImageID            string          `db:"image_id"`
+	DockerImageID      string          `db:"docker_image_id"`
+	FlavorID           string          `db:"flavor_id"`
+	VCPUs              int             `db:"vcpus"`
+	RAMMB              int             `db:"ram_mb"`
+	DiskGB             int             `db:"disk_gb"`
+	VMState            string          `db:"vm_state"`
+	TaskState          sql.NullString  `db:"task_state"`
+	PowerState         int             `db:"power_state"`
+	Progress           int             `db:"progress"`
+	DesiredState       string          `db:"desired_state"`
+	Generation         int64           `db:"generation"`
+	ObservedGeneration int64           `db:"observed_generation"`
+	Containers         json.RawMessage `db:"containers"`
+	Fault              []byte          `db:"fault"`
+	Metadata           json.RawMessage `db:"metadata"`
+	KeyName            sql.NullString  `db:"key_name"`
+	UserData           sql.NullString  `db:"user_data"`
+	AccessIPv4         string          `db:"access_ipv4"`
+	AccessIPv6         string          `db:"access_ipv6"`
+	Locked             bool            `db:"locked"`
+	LaunchedAt         *time.Time      `db:"launched_at"`
+	TerminatedAt       *time.Time      `db:"terminated_at"`
+	CreatedAt          time.Time       `db:"created_at"`
+	UpdatedAt          time.Time       `db:"updated_at"`
+	DeletedAt          *time.Time      `db:"deleted_at"`
+	RebootSeq          int64           `db:"reboot_seq"`
+	RebootHard         bool            `db:"reboot_hard"`
+	OldFlavor          []byte          `db:"old_flavor"`
+	AuthorizedKeys     sql.NullString  `db:"authorized_keys"`
+	Personality        json.RawMessage `db:"personality"`
+	LockedBy           sql.NullString  `db:"locked_by"`
+	Tags               pq.StringArray  `db:"tags"`
+
+	Ports []Port `db:"-"`
+}
+
+// Status is the server's Nova status string.
+func (s *Server) Status() string { return novastate.Status(s.VMState, s.TaskState.String) }
+
+// FaultBody is the stored fault of a server in ERROR.
+type FaultBody struct {
+	Code    int       `json:"code"`
+	Message string    `json:"message"`
+	Created time.Time `json:"created"`
+}
+
+const serverCols = `id, project_id, user_id, name, description, host, availability_zone, image_id,
+	docker_image_id, flavor_id, vcpus, ram_mb, disk_gb, vm_state, task_state, power_state, progress,
+	desired_state, generation, observed_generation, containers, fault, metadata, key_name, user_data,
+	access_ipv4, access_ipv6, locked, launched_at, terminated_at, created_at, updated_at, deleted_at,
+	reboot_seq, reboot_hard, old_flavor, authorized_keys, personality, locked_by, tags`
+
+// Scope is whose servers a caller may see: one project, or every project
+// for an admin.
+type Scope struct {
+	ProjectID string
+	// AllProjects lets an admin reach any project's server by id.
+	AllProjects bool
+}
+
+// NewServer is what CreateServer needs.
+type NewServer struct {
+	ID               string
+	ProjectID        string
+	UserID           string
+	Name             string
+	Description      *string
+	ImageID          string
+	DockerImageID    string
+	Flavor           *Flavor
+	Metadata         map[string]string
+	KeyName          string
+	UserData         string
+	AvailabilityZone string
+	AccessIPv4       string
+	AccessIPv6       string
+	NetworkIDs       []string
+	RequestID        string
+	// AuthorizedKeys is the public key of key_name.
+	AuthorizedKeys string
+	// Files are personality files.
+	Files []schema.SetFile
+}
+
+// CreateServer records a new server and places it in one transaction: the
+// first candidate host that still has room is claimed, the server's ports
+// get their addresses, the "create" instance action is opened, and the
+// host's agent is woken. With no candidate left the server is still
+// created, in ERROR with Nova's "No valid host" fault, as Nova does.
+func (s *Store) CreateServer(ctx context.Context, ns NewServer, candidates []string, grace time.Duration, noHostReason string) (*Server, error) {
+	meta, _ := json.Marshal(ns.Metadata)
+	if ns.Metadata == nil {
+		meta = []byte("{}")
+	}
+	personality, _ := json.Marshal(ns.Files)
+	if ns.Files == nil {
+		personality = []byte("[]")
+	}
+	f := ns.Flavor
+	var out *Server
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		if err := checkQuota(ctx, tx, ns.ProjectID, f.VCPUs, f.RAMMB); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO servers (id, project_id, user_id, name, description,
+				availability_zone, image_id, docker_image_id, flavor_id, vcpus, ram_mb, disk_gb, vm_state,
+				task_state, metadata, key_name, user_data, access_ipv4, access_ipv6, authorized_keys, personality)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)`,
+			ns.ID, ns.ProjectID, ns.UserID, ns.Name, ns.Description, ns.AvailabilityZone, ns.ImageID,
+			ns.DockerImageID, f.ID, f.VCPUs, f.RAMMB, f.DiskGB, novastate.Building, novastate.TaskScheduling,
+			meta, nullable(ns.KeyName), nullable(ns.UserData), ns.AccessIPv4, ns.AccessIPv6,
+			nullable(ns.AuthorizedKeys), personality)
+		if err != nil {
+			if pgdb.IsUniqueViolation(err) {
+				return apierr.Conflictf("Server %s already exists.", ns.ID)
+			}
+			return err
+		}
+		actionID, err := startAction(ctx, tx, ns.ID, "create", ns.RequestID, ns.ProjectID, ns.UserID)
+		if err != nil {
+			return err
+		}
+		host := ""
+		for _, c := range candidates {
+			ok, err := claimOn(ctx, tx, c, f.VCPUs, f.RAMMB, f.DiskGB, grace)
+			if err != nil {
+				return err
+			}
+			if ok {
+				host = c
+				break
+			}
+		}
+		if err := addEvent(ctx, tx, actionID, "conductor_schedule_and_build_instances", host, host != ""); err != nil {
+			return err
+		}
+		if host == "" {
+			msg := "No valid host was found. " + noHostReason
+			fault, _ := json.Marshal(FaultBody{Code: 500, Message: strings.TrimSpace(msg), Created: s.now().UTC()})
+			_, err := tx.ExecContext(ctx, `UPDATE servers SET vm_state = $2, task_state = NULL, fault = $3,
+				desired_state = 'deleted' WHERE id = $1`, ns.ID, novastate.Error, fault)
+			if err != nil {
+				return err
+			}
+			if err := finishAction(ctx, tx, actionID, strings.TrimSpace(msg)); err != nil {
+				return err
+			}
+		} else {
+			for _, nid := range ns.NetworkIDs {
+				if _, err := allocatePort(ctx, tx, nid, ns.ProjectID, ns.ID); err != nil {
+					return err
+				}
+			}
+			_, err := tx.ExecContext(ctx, `UPDATE servers SET host = $2, task_state = $3 WHERE id = $1`,
+				ns.ID, host, novastate.TaskSpawning)
+			if err != nil {
+				return err
+			}
+			if err := openEvent(ctx, tx, actionID, "compute__do_build_and_run_instance", host); err != nil {
+				return err
+			}
+			if err := notifyHost(ctx, tx, host); err != nil {
+				return err
+			}
+		}
+		out, err = getServer(ctx, tx, Scope{AllProjects: true}, ns.ID, false)
+		return err
+	})
+	return out, err
+}
+
+func nullable(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
+
+// getServer loads a live server (and its ports) visible in scope.
+func getServer(ctx context.Context, q sqlx.QueryerContext, sc Scope, id string, forUpdate bool) (*Server, error) {
+	notFound := apierr.NotFoundf("Instance %s could not be found.", id)
+	if !validUUID(id) {
+		return nil, notFound
+	}
+	query := `SELECT ` + serverCols + ` FROM servers WHERE id = $1 AND deleted_at IS NULL
+		AND ($2 OR project_id = $3)`
+	if forUpdate {
+		query += ` FOR UPDATE`
+	}
+	var srv Server
+	if err := sqlx.GetContext(ctx, q, &srv, query, id, sc.AllProjects, sc.ProjectID); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, notFound
+		}
+		return nil, err
+	}
+	ports, err := portsOf(ctx, q, []string{id})
+	if err != nil {
+		return nil, err
+	}
+	srv.Ports = ports[id]
+	return &srv, nil
+}
+
+// FindServer returns a live server visible in scope; NotFound otherwise
+// (another project's server is indistinguishable from a missing one).
+func (s *Store) FindServer(ctx context.Context, sc Scope, id string) (*Server, error) {
+	return getServer(ctx, s.db, sc, id, false)
+}
+
+// ServerFilter narrows ListServers, as Nova's list filters do.
+type ServerFilter struct {
+	Scope Scope
+	// ProjectID restricts an all-projects listing to one project.
+	ProjectID string
+	// NameRegex is a POSIX regular expression on the name.
+	NameRegex    string
+	Status       *novastate.Filter
+	Host         string
+	ImageID      string
+	FlavorID     string
+	ChangesSince *time.Time
+	Marker       string
+	Limit        int
+}
+
+// ListServers lists live servers, newest first (Nova's created_at desc).
+func (s *Store) ListServers(ctx context.Context, f ServerFilter) ([]Server, error) {
+	var where []string
+	var args []any
+	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
+	if f.ChangesSince != nil {
+		// changes-since includes deleted servers, as in Nova.
+		where = append(where, "updated_at >= "+arg(*f.ChangesSince))
+	} else {
+		where = append(where, "deleted_at IS NULL")
+	}
+	if !f.Scope.AllProjects {
+		where = append(where, "project_id = "+arg(f.Scope.ProjectID))
+	} else if f.ProjectID != "" {
+		where = append(where, "project_id = "+arg(f.ProjectID))
+	}
+	if f.NameRegex != "" {
+		where = append(where, "name ~ "+arg(f.NameRegex))
+	}
+	if f.Status != nil {
+		where = append(where, "vm_state = ANY("+arg(pq.Array(f.Status.VMStates))+")")
+		if f.Status.TaskStates != nil {
+			where = append(where, "task_state = ANY("+arg(pq.Array(f.Status.TaskStates))+")")
+		} else if len(f.Status.Exclude) > 0 {
+			where = append(where, "(task_state IS NULL OR NOT task_state = ANY("+arg(pq.Array(f.Status.Exclude))+"))")
+		}
+	}
+	if f.Host != "" {
+		where = append(where, "host = "+arg(f.Host))
+	}
+	if f.ImageID != "" {
+		where = append(where, "image_id = "+arg(f.ImageID))
+	}
+	if f.FlavorID != "" {
+		where = append(where, "flavor_id = "+arg(f.FlavorID))
+	}
+	var out []Server
+	err := s.readTx(ctx, func(tx *sqlx.Tx) error {
+		if f.Marker != "" {
+			var mk struct {
+				CreatedAt time.Time `db:"created_at"`
+				ID        string    `db:"id"`
+			}
+			err := errors.New("bad marker")
+			if validUUID(f.Marker) {
+				err = tx.GetContext(ctx, &mk, `SELECT created_at, id FROM servers WHERE id = $1`, f.Marker)
+			}
+			if err != nil {
+				return apierr.Invalidf("marker [%s] not found", f.Marker)
+			}
+			where = append(where, fmt.Sprintf("(created_at, id) < (%s, %s)", arg(mk.CreatedAt), arg(mk.ID)))
+		}
+		q := `SELECT ` + serverCols + ` FROM servers WHERE ` + strings.Join(where, " AND ") +
+			` ORDER BY created_at DESC, id DESC`
+		if f.Limit > 0 {
+			q += " LIMIT " + arg(f.Limit)
+		}
+		if err := tx.SelectContext(ctx, &out, q, args...); err != nil {
+			var pe *pq.Error
+			if errors.As(err, &pe) && pe.Code == "2201B" { // invalid_regular_expression
+				return apierr.Invalidf("Invalid regular expression for name filter: %s", pe.Message)
+			}
+			return err
+		}
+		ids := make([]string, len(out))
+		for i := range out {
+			ids[i] = out[i].ID
+		}
+		ports, err := portsOf(ctx, tx, ids)
+		if err != nil {
+			return err
+		}
+		for i := range out {
+			out[i].Ports = ports[out[i].ID]
+		}
+		return nil
+	})
+	return out, err
+}
+
+func validUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range s {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ServerChanges are the fields PUT /servers/{id} may change.
+type ServerChanges struct {
+	Name        *string
+	Description *string
+	AccessIPv4  *string
+	AccessIPv6  *string
+}
+
+// UpdateServer changes a server's name and other descriptive fields.
+func (s *Store) UpdateServer(ctx context.Context, sc Scope, id string, ch ServerChanges) (*Server, error) {
+	var out *Server
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := getServer(ctx, tx, sc, id, true); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE servers SET name = coalesce($2, name),
+			description = CASE WHEN $3 THEN $4 ELSE description END,
+			access_ipv4 = coalesce($5, access_ipv4), access_ipv6 = coalesce($6, access_ipv6),
+			updated_at = now() WHERE id = $1`,
+			id, ch.Name, ch.Description != nil, ch.Description, ch.AccessIPv4, ch.AccessIPv6); err != nil {
+			return err
+		}
+		var err error
+		out, err = getServer(ctx, tx, sc, id, false)
+		return err
+	})
+	return out, err
+}
+
+// SetMetadata replaces (replace=true) or merges a server's metadata, and
+// deletes the keys in del; it returns the resulting metadata. maxItems
+// is the metadata_items quota.
+func (s *Store) SetMetadata(ctx context.Context, sc Scope, id string, set map[string]string, replace bool, del []string, maxItems int) (map[string]string, error) {
+	var out map[string]string
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		srv, err := getServer(ctx, tx, sc, id, true)
+		if err != nil {
+			return err
+		}
+		meta := map[string]string{}
+		if !replace {
+			_ = json.Unmarshal(srv.Metadata, &meta)
+		}
+		for k, v := range set {
+			meta[k] = v
+		}
+		for _, k := range del {
+			if _, ok := meta[k]; !ok {
+				return apierr.NotFoundf("Metadata item was not found")
+			}
+			delete(meta, k)
+		}
+		if maxItems >= 0 && len(meta) > maxItems {
+			return apierr.OverLimitf("Quota exceeded for metadata_items: Requested %d, but already used 0 of %d metadata_items", len(meta), maxItems)
+		}
+		b, _ := json.Marshal(meta)
+		if _, err := tx.ExecContext(ctx, `UPDATE servers SET metadata = $2, updated_at = now() WHERE id = $1`, id, b); err != nil {
+			return err
+		}
+		out = meta
+		return nil
+	})
+	return out, err
+}

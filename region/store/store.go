@@ -1,0 +1,61 @@
+// Package store is region's PostgreSQL store: flavors, hosts, networks and
+// ports, servers and their instance actions. Every exported method runs in
+// its own transaction; a state change and the action record describing it
+// are written in the same one. Errors are apierr kinds: NotFound, Conflict,
+// Invalid; anything else is internal.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"berth/internal/pgdb"
+	"berth/migrations"
+)
+
+// Store is region's database.
+type Store struct {
+	db  *sqlx.DB
+	now func() time.Time
+}
+
+// Open connects to dsn and applies region's migrations.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	db, err := pgdb.Open(ctx, dsn, migrations.Region, "region", "region_goose_version", 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{db: db, now: time.Now}, nil
+}
+
+// DB exposes the connection pool (for the dispatch listener's DSN-less
+// needs and for tests).
+func (s *Store) DB() *sqlx.DB { return s.db }
+
+// Close closes the pool.
+func (s *Store) Close() error { return s.db.Close() }
+
+func (s *Store) tx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	return pgdb.Tx(ctx, s.db, nil, fn)
+}
+
+func (s *Store) readTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	return pgdb.Tx(ctx, s.db, &sql.TxOptions{ReadOnly: true}, fn)
+}
+
+// notifyHost bumps host's desired index and wakes its agent's long poll
+// (NOTIFY is delivered when the transaction commits).
+func notifyHost(ctx context.Context, tx *sqlx.Tx, host string) error {
+	if host == "" {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx,
+		`UPDATE hosts SET desired_index = desired_index + 1 WHERE name = $1`, host); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `SELECT pg_notify('berth_desired', $1)`, host)
+	return err
+}
