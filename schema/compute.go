@@ -106,6 +106,18 @@ type Server struct {
 	Host               *string `json:"OS-EXT-SRV-ATTR:host,omitempty"`
 	HypervisorHostname *string `json:"OS-EXT-SRV-ATTR:hypervisor_hostname,omitempty"`
 	InstanceName       *string `json:"OS-EXT-SRV-ATTR:instance_name,omitempty"`
+
+	// Admin-only extended attributes from microversion 2.3.
+	ReservationID  *string `json:"OS-EXT-SRV-ATTR:reservation_id,omitempty"`
+	LaunchIndex    *int    `json:"OS-EXT-SRV-ATTR:launch_index,omitempty"`
+	Hostname       *string `json:"OS-EXT-SRV-ATTR:hostname,omitempty"`
+	KernelID       *string `json:"OS-EXT-SRV-ATTR:kernel_id,omitempty"`
+	RamdiskID      *string `json:"OS-EXT-SRV-ATTR:ramdisk_id,omitempty"`
+	RootDeviceName *string `json:"OS-EXT-SRV-ATTR:root_device_name,omitempty"`
+	UserData       *string `json:"OS-EXT-SRV-ATTR:user_data,omitempty"`
+
+	// Locked is shown from microversion 2.9.
+	Locked *bool `json:"locked,omitempty"`
 }
 
 // ServerBrief is a server in GET /servers (no detail).

@@ -1,6 +1,8 @@
 -- +goose Up
 ALTER TABLE hosts ADD COLUMN agent_url text NOT NULL DEFAULT '',
-    ADD COLUMN id bigserial UNIQUE;
+    ADD COLUMN id bigserial UNIQUE,
+    ADD COLUMN forced_down boolean NOT NULL DEFAULT false,
+    ADD COLUMN disabled_reason text;
 
 ALTER TABLE servers
     ADD COLUMN reboot_seq      bigint  NOT NULL DEFAULT 0,
@@ -72,4 +74,4 @@ DROP TABLE quotas;
 DROP TABLE keypairs;
 ALTER TABLE servers DROP COLUMN reboot_seq, DROP COLUMN reboot_hard, DROP COLUMN old_flavor,
     DROP COLUMN authorized_keys, DROP COLUMN personality, DROP COLUMN locked_by, DROP COLUMN tags;
-ALTER TABLE hosts DROP COLUMN agent_url, DROP COLUMN id;
+ALTER TABLE hosts DROP COLUMN agent_url, DROP COLUMN id, DROP COLUMN forced_down, DROP COLUMN disabled_reason;

@@ -319,19 +319,61 @@ func (a *API) serialConsole(w http.ResponseWriter, r *http.Request, c store.Call
 	if body.Type != "serial" {
 		return apierr.Invalidf("Invalid input for field/attribute type. Value: %s. It must be serial.", body.Type)
 	}
-	if _, _, err := a.agentOf(r.Context(), c, id, "os-getSerialConsole", novastate.Active); err != nil {
+	u, err := a.consoleURL(r, c, id)
+	if err != nil {
 		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"console": map[string]string{"type": "serial", "url": u}})
+	return nil
+}
+
+// remoteConsole is POST /servers/{id}/remote-consoles (2.6+): only the
+// serial protocol exists for a container set.
+func (a *API) remoteConsole(w http.ResponseWriter, r *http.Request) error {
+	if versionOf(r.Context()).Less(Microversion{2, 6}) {
+		return apierr.NotFoundf("The resource could not be found.")
+	}
+	var body struct {
+		RC *struct {
+			Protocol string `json:"protocol"`
+			Type     string `json:"type"`
+		} `json:"remote_console"`
+	}
+	if err := httpx.DecodeJSON(w, r, httpx.MaxBodyBytes, true, &body); err != nil {
+		return err
+	}
+	if body.RC == nil {
+		return apierr.Invalidf("Invalid input for field/attribute remote_console. 'remote_console' is a required property.")
+	}
+	switch {
+	case body.RC.Protocol == "serial" && body.RC.Type == "serial":
+	case body.RC.Protocol == "vnc" || body.RC.Protocol == "spice" || body.RC.Protocol == "rdp" || body.RC.Protocol == "mks":
+		return apierr.Invalidf("Unavailable console type %s: a Berth server has a serial console only.", body.RC.Type)
+	default:
+		return apierr.Invalidf("Invalid input for field/attribute protocol. Value: %s.", body.RC.Protocol)
+	}
+	u, err := a.consoleURL(r, caller(r), mux.Vars(r)["id"])
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"remote_console": map[string]string{
+		"protocol": "serial", "type": "serial", "url": u}})
+	return nil
+}
+
+// consoleURL makes a single-use, short-lived websocket URL for a running
+// server's interactive shell.
+func (a *API) consoleURL(r *http.Request, c store.Caller, id string) (string, error) {
+	if _, _, err := a.agentOf(r.Context(), c, id, "get console", novastate.Active); err != nil {
+		return "", err
 	}
 	var raw [24]byte
 	if _, err := rand.Read(raw[:]); err != nil {
-		return err
+		return "", err
 	}
 	token := hex.EncodeToString(raw[:])
 	if err := a.cfg.Store.CreateConsoleToken(r.Context(), id, token, consoleTTL); err != nil {
-		return err
+		return "", err
 	}
-	base := a.baseURL(r)
-	u := "ws" + strings.TrimPrefix(base, "http") + "/berth-console/?token=" + token
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"console": map[string]string{"type": "serial", "url": u}})
-	return nil
+	return "ws" + strings.TrimPrefix(a.baseURL(r), "http") + "/berth-console/?token=" + token, nil
 }

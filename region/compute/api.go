@@ -109,6 +109,11 @@ func New(cfg Config, extra func(r *mux.Router)) http.Handler {
 	v.Handle("/os-keypairs/{name}", a.wrap(a.showKeypair)).Methods(http.MethodGet)
 	v.Handle("/os-keypairs/{name}", a.wrap(a.write(a.deleteKeypair))).Methods(http.MethodDelete)
 
+	v.Handle("/os-server-groups", a.wrap(a.listServerGroups)).Methods(http.MethodGet)
+	v.Handle("/os-server-groups", a.wrap(a.write(a.createServerGroup))).Methods(http.MethodPost)
+	v.Handle("/os-server-groups/{id}", a.wrap(a.showServerGroup)).Methods(http.MethodGet)
+	v.Handle("/os-server-groups/{id}", a.wrap(a.write(a.deleteServerGroup))).Methods(http.MethodDelete)
+
 	v.Handle("/limits", a.wrap(a.limits)).Methods(http.MethodGet)
 	v.Handle("/os-quota-sets/{project}", a.wrap(a.showQuotas(false, false))).Methods(http.MethodGet)
 	v.Handle("/os-quota-sets/{project}", a.wrap(a.updateQuotas)).Methods(http.MethodPut)
@@ -120,6 +125,8 @@ func New(cfg Config, extra func(r *mux.Router)) http.Handler {
 	v.Handle("/os-hypervisors/statistics", a.wrap(a.hypervisorStatistics)).Methods(http.MethodGet)
 	v.Handle("/os-hypervisors/{id}", a.wrap(a.showHypervisor)).Methods(http.MethodGet)
 	v.Handle("/os-services", a.wrap(a.services)).Methods(http.MethodGet)
+	v.Handle("/os-services/{action}", a.wrap(a.updateService)).Methods(http.MethodPut)
+	v.Handle("/servers/{id}/remote-consoles", a.wrap(a.write(a.remoteConsole))).Methods(http.MethodPost)
 	v.Handle("/os-availability-zone", a.wrap(a.availabilityZones(false))).Methods(http.MethodGet)
 	v.Handle("/os-availability-zone/detail", a.wrap(a.availabilityZones(true))).Methods(http.MethodGet)
 	v.Handle("/berth-hosts", a.wrap(a.berthHosts)).Methods(http.MethodGet)

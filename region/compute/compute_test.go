@@ -20,6 +20,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/keypairs"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/limits"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/quotasets"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servergroups"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gorilla/mux"
 
@@ -474,9 +475,10 @@ func TestBadInput(t *testing.T) {
 
 func TestMicroversionHeaders(t *testing.T) {
 	e := newEnv(t)
-	for _, hdr := range []struct{ name, value string }{
-		{"", ""}, {"OpenStack-API-Version", "compute 2.1"}, {"X-OpenStack-Nova-API-Version", "2.1"},
-		{"OpenStack-API-Version", "compute latest"},
+	for _, hdr := range []struct{ name, value, want string }{
+		{"", "", "2.1"}, {"OpenStack-API-Version", "compute 2.1", "2.1"}, {"X-OpenStack-Nova-API-Version", "2.1", "2.1"},
+		{"OpenStack-API-Version", "compute 2.9", "2.9"}, {"OpenStack-API-Version", "image 2.5, compute 2.3", "2.3"},
+		{"OpenStack-API-Version", "compute latest", compute.MaxVersion.String()},
 	} {
 		req, _ := http.NewRequest("GET", e.url+"/v2.1/flavors", nil)
 		req.Header.Set("X-Auth-Token", "demo-token")
@@ -488,9 +490,9 @@ func TestMicroversionHeaders(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != 200 || resp.Header.Get("OpenStack-API-Version") != "compute 2.1" ||
-			resp.Header.Get("X-OpenStack-Nova-API-Version") != "2.1" || len(resp.Header.Values("Vary")) != 2 {
-			t.Errorf("%s: %s → %d %v, want 200 echoing compute 2.1 with Vary", hdr.name, hdr.value, resp.StatusCode, resp.Header)
+		if resp.StatusCode != 200 || resp.Header.Get("OpenStack-API-Version") != "compute "+hdr.want ||
+			resp.Header.Get("X-OpenStack-Nova-API-Version") != hdr.want || len(resp.Header.Values("Vary")) != 2 {
+			t.Errorf("%s: %s → %d %v, want 200 echoing compute %s with Vary", hdr.name, hdr.value, resp.StatusCode, resp.Header, hdr.want)
 		}
 	}
 	resp, err := http.Get(e.url + "/")
@@ -800,5 +802,53 @@ func TestFlavorAdmin(t *testing.T) {
 	}
 	if _, err := flavors.Get(ctx, admin, f.ID).Extract(); faultCode(err) != 404 {
 		t.Errorf("deleted flavor: %v, want 404", err)
+	}
+}
+
+func TestServerGroupAntiAffinity(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.registerHost(t, "h1", 8192)
+	e.registerHost(t, "h2", 8192)
+	demo := e.client("demo-token")
+	g, err := servergroups.Create(ctx, demo, servergroups.CreateOpts{Name: "spread", Policies: []string{"anti-affinity"}}).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Three concurrent boots into an anti-affinity group over two hosts:
+	// two land on different hosts, the third finds no valid host.
+	errs := make(chan error, 3)
+	for i := 0; i < 3; i++ {
+		go func() {
+			_, err := servers.Create(ctx, demo, servers.CreateOpts{Name: "g", ImageRef: demoImage, FlavorRef: "1"},
+				servers.SchedulerHintOpts{Group: g.ID}).Extract()
+			errs <- err
+		}()
+	}
+	for i := 0; i < 3; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	pages, _ := servers.List(demo, nil).AllPages(ctx)
+	list, _ := servers.ExtractServers(pages)
+	hosts := map[string]int{}
+	errored := 0
+	for _, s := range list {
+		if s.Status == "ERROR" {
+			errored++
+			continue
+		}
+		hosts[s.HostID]++
+	}
+	if len(hosts) != 2 || errored != 1 {
+		t.Errorf("placements %v, %d errored; want one server on each of two hosts and one ERROR", hosts, errored)
+	}
+	got, _ := servergroups.Get(ctx, demo, g.ID).Extract()
+	if len(got.Members) != 3 {
+		t.Errorf("group members %v, want 3", got.Members)
+	}
+	if _, err := servergroups.Get(ctx, e.client("alt-token"), g.ID).Extract(); faultCode(err) != 404 {
+		t.Errorf("alt sees demo's group: %v, want 404", err)
 	}
 }

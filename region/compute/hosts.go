@@ -23,7 +23,7 @@ func (a *API) adminOnly(h handlerFunc) handlerFunc {
 }
 
 func (a *API) hostUp(h *store.Host) bool {
-	return time.Since(h.LastHeartbeat) <= a.cfg.HostGrace
+	return !h.ForcedDown && time.Since(h.LastHeartbeat) <= a.cfg.HostGrace
 }
 
 func state(up bool) string {
@@ -118,13 +118,8 @@ func (a *API) services(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		out := []map[string]any{}
-		for _, h := range hs {
-			out = append(out, map[string]any{
-				"id": h.ID, "binary": "nova-compute", "host": h.Name, "zone": "nova",
-				"status": map[bool]string{true: "disabled", false: "enabled"}[h.Disabled],
-				"state":  state(a.hostUp(&h.Host)), "updated_at": h.LastHeartbeat.UTC().Format(usageFormat),
-				"disabled_reason": nil, "forced_down": false,
-			})
+		for i := range hs {
+			out = append(out, a.serviceView(r, &hs[i].Host))
 		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"services": out})
 		return nil
@@ -190,4 +185,64 @@ func (a *API) availabilityZones(detail bool) handlerFunc {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"availabilityZoneInfo": []any{zone}})
 		return nil
 	}
+}
+
+func (a *API) serviceView(r *http.Request, h *store.Host) map[string]any {
+	v := map[string]any{
+		"id": h.ID, "binary": "nova-compute", "host": h.Name, "zone": "nova",
+		"status": map[bool]string{true: "disabled", false: "enabled"}[h.Disabled],
+		"state":  state(a.hostUp(h)), "updated_at": h.LastHeartbeat.UTC().Format(usageFormat),
+		"disabled_reason": h.DisabledWhy,
+	}
+	if versionOf(r.Context()).AtLeast(Microversion{2, 11}) {
+		v["forced_down"] = h.ForcedDown
+	}
+	return v
+}
+
+// updateService is PUT /os-services/{enable,disable,disable-log-reason,
+// force-down} (the 2.1–2.52 forms).
+func (a *API) updateService(w http.ResponseWriter, r *http.Request) error {
+	return a.adminOnly(func(w http.ResponseWriter, r *http.Request) error {
+		var body struct {
+			Host       string  `json:"host"`
+			Binary     string  `json:"binary"`
+			Reason     *string `json:"disabled_reason"`
+			ForcedDown *bool   `json:"forced_down"`
+		}
+		if err := httpx.DecodeJSON(w, r, httpx.MaxBodyBytes, true, &body); err != nil {
+			return err
+		}
+		if body.Host == "" || body.Binary != "nova-compute" {
+			return apierr.Invalidf("Invalid input: host and binary nova-compute are required.")
+		}
+		var disabled *bool
+		action := mux.Vars(r)["action"]
+		switch action {
+		case "enable", "disable", "disable-log-reason":
+			d := action != "enable"
+			disabled = &d
+			body.ForcedDown = nil
+		case "force-down":
+			if versionOf(r.Context()).Less(Microversion{2, 11}) || body.ForcedDown == nil {
+				return apierr.NotFoundf("Unknown action")
+			}
+		default:
+			return apierr.NotFoundf("Unknown action")
+		}
+		h, err := a.cfg.Store.SetHostService(r.Context(), body.Host, disabled, body.Reason, body.ForcedDown)
+		if err != nil {
+			return err
+		}
+		v := map[string]any{"host": h.Name, "binary": "nova-compute",
+			"status": map[bool]string{true: "disabled", false: "enabled"}[h.Disabled]}
+		if action == "disable-log-reason" {
+			v["disabled_reason"] = h.DisabledWhy
+		}
+		if action == "force-down" {
+			v = map[string]any{"host": h.Name, "binary": "nova-compute", "forced_down": h.ForcedDown}
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"service": v})
+		return nil
+	})(w, r)
 }

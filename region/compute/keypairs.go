@@ -24,6 +24,7 @@ type keypairView struct {
 	Name        string  `json:"name"`
 	PublicKey   string  `json:"public_key"`
 	Fingerprint string  `json:"fingerprint"`
+	Type        string  `json:"type,omitempty"`
 	PrivateKey  string  `json:"private_key,omitempty"`
 	UserID      string  `json:"user_id,omitempty"`
 	ID          *int64  `json:"id,omitempty"`
@@ -33,44 +34,79 @@ type keypairView struct {
 	UpdatedAt   *string `json:"updated_at,omitempty"`
 }
 
-func brief(k *store.Keypair) keypairView {
-	return keypairView{Name: k.Name, PublicKey: k.PublicKey, Fingerprint: k.Fingerprint}
+func brief(r *http.Request, k *store.Keypair) keypairView {
+	v := keypairView{Name: k.Name, PublicKey: k.PublicKey, Fingerprint: k.Fingerprint}
+	if versionOf(r.Context()).AtLeast(Microversion{2, 2}) {
+		v.Type = k.Type
+	}
+	return v
 }
 
-func full(k *store.Keypair) keypairView {
-	v := brief(k)
+func full(r *http.Request, k *store.Keypair) keypairView {
+	v := brief(r, k)
 	f := false
 	v.UserID, v.ID, v.CreatedAt, v.Deleted = k.UserID, &k.ID, k.CreatedAt.UTC().Format(usageFormat), &f
 	return v
 }
 
+// keypairUser is whose keypairs a call is about: the caller's, or from
+// microversion 2.10 an admin's ?user_id= (a member naming another user is 403).
+func keypairUser(r *http.Request) (string, error) {
+	id := identity(r.Context())
+	u := r.URL.Query().Get("user_id")
+	if u == "" || u == id.UserID || versionOf(r.Context()).Less(Microversion{2, 10}) {
+		return id.UserID, nil
+	}
+	if !id.IsAdmin() {
+		return "", apierr.Forbiddenf("Policy doesn't allow os_compute_api:os-keypairs:index to be performed.")
+	}
+	return u, nil
+}
+
 func (a *API) listKeypairs(w http.ResponseWriter, r *http.Request) error {
-	ks, err := a.cfg.Store.ListKeypairs(r.Context(), identity(r.Context()).UserID)
+	user, err := keypairUser(r)
+	if err != nil {
+		return err
+	}
+	ks, err := a.cfg.Store.ListKeypairs(r.Context(), user)
 	if err != nil {
 		return err
 	}
 	out := make([]map[string]keypairView, len(ks))
 	for i := range ks {
-		out[i] = map[string]keypairView{"keypair": brief(&ks[i])}
+		out[i] = map[string]keypairView{"keypair": brief(r, &ks[i])}
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"keypairs": out})
 	return nil
 }
 
 func (a *API) showKeypair(w http.ResponseWriter, r *http.Request) error {
-	k, err := a.cfg.Store.FindKeypair(r.Context(), identity(r.Context()).UserID, mux.Vars(r)["name"])
+	user, err := keypairUser(r)
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"keypair": full(k)})
+	k, err := a.cfg.Store.FindKeypair(r.Context(), user, mux.Vars(r)["name"])
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"keypair": full(r, k)})
 	return nil
 }
 
 func (a *API) deleteKeypair(w http.ResponseWriter, r *http.Request) error {
-	if err := a.cfg.Store.DeleteKeypair(r.Context(), identity(r.Context()).UserID, mux.Vars(r)["name"]); err != nil {
+	user, err := keypairUser(r)
+	if err != nil {
 		return err
 	}
-	w.WriteHeader(http.StatusAccepted)
+	if err := a.cfg.Store.DeleteKeypair(r.Context(), user, mux.Vars(r)["name"]); err != nil {
+		return err
+	}
+	// 202 at 2.1, 204 from 2.2.
+	if versionOf(r.Context()).AtLeast(Microversion{2, 2}) {
+		w.WriteHeader(http.StatusNoContent)
+	} else {
+		w.WriteHeader(http.StatusAccepted)
+	}
 	return nil
 }
 
@@ -93,6 +129,9 @@ func (a *API) createKeypair(w http.ResponseWriter, r *http.Request) error {
 	}
 	if !keypairName.MatchString(kp.Name) || strings.TrimSpace(kp.Name) != kp.Name {
 		return apierr.Invalidf("Keypair data is invalid: Keypair name contains unsafe characters or is not 1-255 characters long.")
+	}
+	if kp.Type != "" && versionOf(r.Context()).Less(Microversion{2, 2}) {
+		return apierr.Invalidf("Additional properties are not allowed ('type' was unexpected)")
 	}
 	if kp.Type != "" && kp.Type != "ssh" {
 		return apierr.Invalidf("Keypair data is invalid: only ssh keypairs are supported.")
@@ -127,7 +166,7 @@ func (a *API) createKeypair(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	v := brief(k)
+	v := brief(r, k)
 	v.UserID = k.UserID
 	v.PrivateKey = private
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"keypair": v})

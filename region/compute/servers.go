@@ -183,6 +183,18 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	groupID := ""
+	hints := body.Hints
+	if hints == nil {
+		hints = body.LegacyHints
+	}
+	if g, ok := hints["group"]; ok {
+		gs, _ := g.(string)
+		if _, err := a.cfg.Store.FindServerGroup(r.Context(), store.Scope{ProjectID: id.ProjectID}, gs); err != nil {
+			return apierr.Invalidf("Invalid input for field/attribute group. Value: %v. No such server group.", g)
+		}
+		groupID = gs
+	}
 	authorizedKeys := ""
 	if sc.KeyName != "" {
 		k, err := a.cfg.Store.FindKeypair(r.Context(), id.UserID, sc.KeyName)
@@ -230,6 +242,7 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 			Metadata: sc.Metadata, AvailabilityZone: az, AccessIPv4: sc.AccessIPv4, AccessIPv6: sc.AccessIPv6,
 			NetworkIDs: networks, RequestID: httpx.RequestID(r.Context()),
 			KeyName: sc.KeyName, AuthorizedKeys: authorizedKeys, UserData: sc.UserData, Files: files,
+			GroupID: groupID,
 		}, candidates, a.cfg.HostGrace, reason)
 		if err != nil {
 			return err
@@ -296,6 +309,9 @@ func (a *API) listServers(detail bool) handlerFunc {
 			Scope:     store.Scope{ProjectID: id.ProjectID},
 			NameRegex: q.Get("name"), ImageID: q.Get("image"), FlavorID: q.Get("flavor"),
 			Marker: marker, Limit: limit,
+		}
+		if id.IsAdmin() || versionOf(r.Context()).AtLeast(Microversion{2, 5}) {
+			f.IPRegex = q.Get("ip")
 		}
 		// all_tenants and the admin-only filters are honoured for admins
 		// and silently ignored for everyone else, as Nova does.

@@ -29,7 +29,7 @@ func (v Microversion) AtLeast(o Microversion) bool { return !v.Less(o) }
 // every microversion up to it is really implemented (docs/api.md).
 var (
 	MinVersion = Microversion{2, 1}
-	MaxVersion = Microversion{2, 1}
+	MaxVersion = Microversion{2, 15}
 )
 
 const versionUpdated = "2013-07-23T11:33:21Z"

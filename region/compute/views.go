@@ -103,10 +103,24 @@ func (a *API) serverView(r *http.Request, s *store.Server) schema.Server {
 			v.Fault = &schema.Fault{Code: f.Code, Message: f.Message, Created: f.Created.UTC().Format(timeFormat)}
 		}
 	}
+	mv := versionOf(r.Context())
 	if identity(r.Context()).IsAdmin() {
 		host := s.Host.String
 		name := "instance-" + s.ID
 		v.Host, v.HypervisorHostname, v.InstanceName = &host, &host, &name
+		if mv.AtLeast(Microversion{2, 3}) {
+			empty, zero, hn, dev := "", 0, store.HostnameOf(s.Name), "/dev/sda"
+			v.ReservationID, v.LaunchIndex, v.Hostname = &empty, &zero, &hn
+			v.KernelID, v.RamdiskID, v.RootDeviceName = &empty, &empty, &dev
+			if s.UserData.Valid {
+				ud := s.UserData.String
+				v.UserData = &ud
+			}
+		}
+	}
+	if mv.AtLeast(Microversion{2, 9}) {
+		locked := s.Locked
+		v.Locked = &locked
 	}
 	return v
 }

@@ -100,3 +100,45 @@ hostLoop:
 	}
 	return names, rejected
 }
+
+// Server group policies (os-server-groups).
+const (
+	Affinity         = "affinity"
+	AntiAffinity     = "anti-affinity"
+	SoftAffinity     = "soft-affinity"
+	SoftAntiAffinity = "soft-anti-affinity"
+)
+
+// ApplyGroup filters and reorders ranked candidates for a server group
+// whose members run on memberHosts (host → member count). Hard policies
+// filter (affinity: only the members' host once there is one;
+// anti-affinity: never a member's host); soft ones only reorder (most
+// members first, or fewest first), keeping the rank order among equals.
+func ApplyGroup(candidates []string, policy string, memberHosts map[string]int) []string {
+	out := make([]string, 0, len(candidates))
+	switch policy {
+	case Affinity:
+		for _, c := range candidates {
+			if len(memberHosts) == 0 || memberHosts[c] > 0 {
+				out = append(out, c)
+			}
+		}
+	case AntiAffinity:
+		for _, c := range candidates {
+			if memberHosts[c] == 0 {
+				out = append(out, c)
+			}
+		}
+	case SoftAffinity, SoftAntiAffinity:
+		out = append(out, candidates...)
+		slices.SortStableFunc(out, func(a, b string) int {
+			if policy == SoftAffinity {
+				return cmp.Compare(memberHosts[b], memberHosts[a])
+			}
+			return cmp.Compare(memberHosts[a], memberHosts[b])
+		})
+	default:
+		out = append(out, candidates...)
+	}
+	return out
+}

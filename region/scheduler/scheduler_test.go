@@ -64,3 +64,26 @@ func TestRank(t *testing.T) {
 		})
 	}
 }
+
+func TestApplyGroup(t *testing.T) {
+	ranked := []string{"a", "b", "c"}
+	tests := []struct {
+		policy  string
+		members map[string]int
+		want    []string
+	}{
+		{Affinity, nil, []string{"a", "b", "c"}},
+		{Affinity, map[string]int{"b": 2}, []string{"b"}},
+		{AntiAffinity, map[string]int{"a": 1, "c": 1}, []string{"b"}},
+		{AntiAffinity, map[string]int{"a": 1, "b": 1, "c": 1}, []string{}},
+		{SoftAffinity, map[string]int{"c": 1}, []string{"c", "a", "b"}},
+		{SoftAntiAffinity, map[string]int{"a": 2, "b": 1}, []string{"c", "b", "a"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.policy, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, ApplyGroup(ranked, tt.policy, tt.members)); diff != "" {
+				t.Errorf("ApplyGroup(%s, %v) (-want +got):\n%s", tt.policy, tt.members, diff)
+			}
+		})
+	}
+}

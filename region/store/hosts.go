@@ -30,13 +30,15 @@ type Host struct {
 	AgentVersion  string          `db:"agent_version"`
 	AgentURL      string          `db:"agent_url"`
 	Disabled      bool            `db:"disabled"`
+	ForcedDown    bool            `db:"forced_down"`
+	DisabledWhy   *string         `db:"disabled_reason"`
 	DesiredIndex  int64           `db:"desired_index"`
 	LastHeartbeat time.Time       `db:"last_heartbeat"`
 	CreatedAt     time.Time       `db:"created_at"`
 }
 
 const hostCols = `id, name, vcpus, memory_mb, disk_gb, cpu_ratio, ram_ratio, disk_ratio, vcpus_used,
-	memory_mb_used, disk_gb_used, labels, agent_version, agent_url, disabled, desired_index, last_heartbeat, created_at`
+	memory_mb_used, disk_gb_used, labels, agent_version, agent_url, disabled, forced_down, disabled_reason, desired_index, last_heartbeat, created_at`
 
 // RegisterHost creates or refreshes a host with the capacity its agent
 // reports; usage counters are kept (they belong to region's claims).
@@ -87,7 +89,7 @@ func (s *Store) HostStates(ctx context.Context) ([]scheduler.HostState, error) {
 			Name: h.Name, VCPUs: h.VCPUs, MemoryMB: h.MemoryMB, DiskGB: h.DiskGB,
 			CPURatio: h.CPURatio, RAMRatio: h.RAMRatio, DiskRatio: h.DiskRatio,
 			VCPUsUsed: h.VCPUsUsed, MemoryMBUsed: h.MemoryMBUsed, DiskGBUsed: h.DiskGBUsed,
-			Disabled: h.Disabled, LastHeartbeat: h.LastHeartbeat, Labels: labels,
+			Disabled: h.Disabled || h.ForcedDown, LastHeartbeat: h.LastHeartbeat, Labels: labels,
 		}
 	}
 	return out, nil
@@ -111,7 +113,7 @@ func claimOn(ctx context.Context, tx *sqlx.Tx, host string, vcpus, ramMB, diskGB
 	res, err := tx.ExecContext(ctx, `
 		UPDATE hosts SET vcpus_used = vcpus_used + $2, memory_mb_used = memory_mb_used + $3,
 			disk_gb_used = disk_gb_used + $4
-		WHERE name = $1 AND NOT disabled
+		WHERE name = $1 AND NOT disabled AND NOT forced_down
 		  AND vcpus_used + $2 <= floor(vcpus * cpu_ratio)
 		  AND memory_mb_used + $3 <= floor(memory_mb * ram_ratio)
 		  AND disk_gb_used + $4 <= floor(disk_gb * disk_ratio)
@@ -147,4 +149,18 @@ func (s *Store) ListHostSummaries(ctx context.Context) ([]HostSummary, error) {
 		(SELECT count(*) FROM servers s WHERE s.host = hosts.name AND s.deleted_at IS NULL) AS servers
 		FROM hosts ORDER BY id`)
 	return out, err
+}
+
+// SetHostService changes an operator flag of a host (os-services):
+// disabled (with a reason) keeps new servers off it; forced_down marks it
+// down at once, without waiting for its heartbeats to stop.
+func (s *Store) SetHostService(ctx context.Context, name string, disabled *bool, reason *string, forcedDown *bool) (*Host, error) {
+	var h Host
+	err := s.db.GetContext(ctx, &h, `UPDATE hosts SET disabled = coalesce($2, disabled),
+		disabled_reason = CASE WHEN $2 IS NULL THEN disabled_reason WHEN $2 THEN $3 ELSE NULL END,
+		forced_down = coalesce($4, forced_down) WHERE name = $1 RETURNING `+hostCols, name, disabled, reason, forcedDown)
+	if err != nil {
+		return nil, pgdb.NotFound(err, fmt.Sprintf("Host %s could not be found.", name))
+	}
+	return &h, nil
 }

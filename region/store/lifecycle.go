@@ -195,7 +195,7 @@ func (s *Store) DesiredForHost(ctx context.Context, host string) (*schema.Desire
 		}
 		for _, srv := range srvs {
 			ds := schema.DesiredSet{
-				ID: srv.ID, ProjectID: srv.ProjectID, Name: srv.Name, Hostname: hostnameOf(srv.Name),
+				ID: srv.ID, ProjectID: srv.ProjectID, Name: srv.Name, Hostname: HostnameOf(srv.Name),
 				State: srv.DesiredState, Generation: srv.Generation,
 				Image:     schema.SetImage{ID: srv.ImageID, DockerImageID: srv.DockerImageID},
 				Limits:    schema.SetLimits{VCPUs: srv.VCPUs, MemoryMB: srv.RAMMB, DiskGB: srv.DiskGB},
@@ -227,9 +227,9 @@ func prefixLen(cidr string) int {
 	return 32
 }
 
-// hostnameOf makes a valid hostname from a server name, as Nova's
+// HostnameOf makes a valid hostname from a server name, as Nova's
 // sanitize_hostname does: lower case, [a-z0-9-], at most 63 characters.
-func hostnameOf(name string) string {
+func HostnameOf(name string) string {
 	b := make([]byte, 0, len(name))
 	for _, r := range name {
 		switch {

@@ -110,6 +110,8 @@ type NewServer struct {
 	AuthorizedKeys string
 	// Files are personality files.
 	Files []schema.SetFile
+	// GroupID is the server group (scheduler hint "group") to join.
+	GroupID string
 }
 
 // CreateServer records a new server and places it in one transaction: the
@@ -149,6 +151,11 @@ func (s *Store) CreateServer(ctx context.Context, ns NewServer, candidates []str
 		actionID, err := startAction(ctx, tx, ns.ID, "create", ns.RequestID, ns.ProjectID, ns.UserID)
 		if err != nil {
 			return err
+		}
+		if ns.GroupID != "" {
+			if candidates, err = groupCandidates(ctx, tx, ns.GroupID, ns.ID, candidates); err != nil {
+				return err
+			}
 		}
 		host := ""
 		for _, c := range candidates {
@@ -239,7 +246,9 @@ type ServerFilter struct {
 	// ProjectID restricts an all-projects listing to one project.
 	ProjectID string
 	// NameRegex is a POSIX regular expression on the name.
-	NameRegex    string
+	NameRegex string
+	// IPRegex matches a fixed IP of the server (POSIX regex).
+	IPRegex      string
 	Status       *novastate.Filter
 	Host         string
 	ImageID      string
@@ -267,6 +276,9 @@ func (s *Store) ListServers(ctx context.Context, f ServerFilter) ([]Server, erro
 	}
 	if f.NameRegex != "" {
 		where = append(where, "name ~ "+arg(f.NameRegex))
+	}
+	if f.IPRegex != "" {
+		where = append(where, "EXISTS (SELECT 1 FROM ports p WHERE p.server_id = servers.id AND host(p.ip_address) ~ "+arg(f.IPRegex)+")")
 	}
 	if f.Status != nil {
 		where = append(where, "vm_state = ANY("+arg(pq.Array(f.Status.VMStates))+")")
