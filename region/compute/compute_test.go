@@ -852,3 +852,49 @@ func TestServerGroupAntiAffinity(t *testing.T) {
 		t.Errorf("alt sees demo's group: %v, want 404", err)
 	}
 }
+
+func TestServerOnTenantNetworkAndPort(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.registerHost(t, "h1", 8192)
+	demo := e.client("demo-token")
+	sc := store.Scope{ProjectID: "demo-project"}
+	n, err := e.store.CreateNetwork(ctx, store.Network{ID: "5a1f3c1e-0000-4000-8000-000000000001", Name: "net1",
+		ProjectID: "demo-project", AdminStateUp: true, MTU: 1450})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.CreateSubnet(ctx, sc, store.Subnet{ID: "5a1f3c1e-0000-4000-8000-000000000002", NetworkID: n.ID,
+		ProjectID: "demo-project", CIDR: "192.168.9.0/24", EnableDHCP: true}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.store.CreatePort(ctx, sc, store.NewPort{Port: store.Port{ID: "5a1f3c1e-0000-4000-8000-000000000003",
+		NetworkID: n.ID, ProjectID: "demo-project", AdminStateUp: true, PortSecurityEnabled: true}, FixedIP: "192.168.9.77"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := servers.Create(ctx, demo, servers.CreateOpts{Name: "multi", ImageRef: demoImage, FlavorRef: "1",
+		Networks: []servers.Network{{UUID: n.ID, FixedIP: "192.168.9.10"}, {Port: p.ID}}}, nil).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := e.desired(t, "h1")
+	if len(ds.Sets) != 1 || len(ds.Sets[0].Ports) != 2 || ds.Sets[0].Ports[0].IP != "192.168.9.10" || ds.Sets[0].Ports[1].IP != "192.168.9.77" {
+		t.Fatalf("desired ports = %+v, want 192.168.9.10 then the given port's 192.168.9.77", ds.Sets)
+	}
+	// alt cannot boot onto demo's network or take its port.
+	alt := e.client("alt-token")
+	if _, err := servers.Create(ctx, alt, servers.CreateOpts{Name: "x", ImageRef: demoImage, FlavorRef: "1",
+		Networks: []servers.Network{{UUID: n.ID}}}, nil).Extract(); faultCode(err) != 400 {
+		t.Errorf("alt on demo's network: %v, want 400", err)
+	}
+	// Deleting the server deletes the port Nova made and keeps the user's.
+	if err := servers.Delete(ctx, demo, srv.ID).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	e.converge(t, "h1", schema.PowerShutdown, func(d *schema.DesiredSet, o *schema.ObservedSet) { o.Exists = false })
+	left, _ := e.store.ListPorts(ctx, store.PortFilter{Scope: sc, NetworkID: n.ID})
+	if len(left) != 1 || left[0].ID != p.ID || left[0].ServerID != "" {
+		t.Errorf("ports after delete = %+v, want only the user's port, detached", left)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -56,9 +57,11 @@ func refID(ref string) string {
 	return ref
 }
 
-// networksOf resolves the "networks" of a create request to network ids.
-func (a *API) networksOf(raw json.RawMessage) ([]string, error) {
-	def := []string{a.cfg.DefaultNetworkID}
+// networksOf resolves the "networks" of a create request: nothing or
+// "auto" is the default network, "none" is no port, and a list names
+// networks (visible to the caller), fixed IPs or existing ports.
+func (a *API) networksOf(r *http.Request, raw json.RawMessage) ([]store.NetworkRequest, error) {
+	def := []store.NetworkRequest{{NetworkID: a.cfg.DefaultNetworkID}}
 	if len(raw) == 0 || string(raw) == "null" {
 		return def, nil
 	}
@@ -76,21 +79,32 @@ func (a *API) networksOf(raw json.RawMessage) ([]string, error) {
 	if err := json.Unmarshal(raw, &nets); err != nil {
 		return nil, apierr.Invalidf("Invalid input for field/attribute networks. It must be a list of objects.")
 	}
-	var ids []string
+	sc := caller(r).Scope
+	var out []store.NetworkRequest
 	for _, n := range nets {
 		switch {
 		case n.Port != "":
-			return nil, apierr.Invalidf("Port %s could not be found.", n.Port)
+			p, err := a.cfg.Store.FindPort(r.Context(), store.Scope{ProjectID: identity(r.Context()).ProjectID}, n.Port)
+			if err != nil {
+				return nil, apierr.Invalidf("Port %s could not be found.", n.Port)
+			}
+			if p.ServerID != "" {
+				return nil, apierr.Conflictf("Port %s is still in use.", n.Port)
+			}
+			out = append(out, store.NetworkRequest{PortID: n.Port})
 		case n.UUID == "":
 			return nil, apierr.Invalidf("Bad networks format: network uuid is not in proper format.")
-		case n.UUID != a.cfg.DefaultNetworkID:
-			return nil, apierr.Invalidf("Network %s could not be found.", n.UUID)
-		case n.FixedIP != "":
-			return nil, apierr.NotImplementedf("Requesting a fixed IP is not supported yet.")
+		default:
+			if _, err := a.cfg.Store.FindNetwork(r.Context(), sc, n.UUID); err != nil {
+				return nil, apierr.Invalidf("Network %s could not be found.", n.UUID)
+			}
+			if n.FixedIP != "" && net.ParseIP(n.FixedIP) == nil {
+				return nil, apierr.Invalidf("Invalid fixed IP address (%s)", n.FixedIP)
+			}
+			out = append(out, store.NetworkRequest{NetworkID: n.UUID, FixedIP: n.FixedIP})
 		}
-		ids = append(ids, n.UUID)
 	}
-	return ids, nil
+	return out, nil
 }
 
 func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
@@ -179,7 +193,7 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 			forceHost, _, _ = strings.Cut(host, ":")
 		}
 	}
-	networks, err := a.networksOf(sc.Networks)
+	networks, err := a.networksOf(r, sc.Networks)
 	if err != nil {
 		return err
 	}
@@ -240,7 +254,7 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 			ID: uuid.NewString(), ProjectID: id.ProjectID, UserID: id.UserID, Name: name,
 			Description: sc.Description, ImageID: img.ID, DockerImageID: img.DockerImageID, Flavor: flavor,
 			Metadata: sc.Metadata, AvailabilityZone: az, AccessIPv4: sc.AccessIPv4, AccessIPv6: sc.AccessIPv6,
-			NetworkIDs: networks, RequestID: httpx.RequestID(r.Context()),
+			Networks: networks, RequestID: httpx.RequestID(r.Context()),
 			KeyName: sc.KeyName, AuthorizedKeys: authorizedKeys, UserData: sc.UserData, Files: files,
 			GroupID: groupID,
 		}, candidates, a.cfg.HostGrace, reason)

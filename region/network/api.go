@@ -1,10 +1,11 @@
-// Package network is region's Neutron v2.0-compatible network API. For now
-// it serves version discovery and the shared default network every server
-// joins; tenant networks, subnets, ports and security groups follow.
+// Package network is region's Neutron v2.0-compatible network API:
+// networks, subnets, ports, security groups and their rules, with
+// Neutron's fault body and project scoping (another project's resources
+// are 404; shared networks are visible to all).
 package network
 
 import (
-	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -17,30 +18,48 @@ import (
 	"berth/region/store"
 )
 
-// Store is what the network API reads.
-type Store interface {
-	DefaultNetwork(ctx context.Context) (*store.Network, error)
-}
-
 // API is the network API.
 type API struct {
-	store     Store
+	store     *store.Store
 	validator *keystone.Validator
 	log       *slog.Logger
 }
 
 // New returns the network API handler.
-func New(st Store, v *keystone.Validator, log *slog.Logger) http.Handler {
+func New(st *store.Store, v *keystone.Validator, log *slog.Logger) http.Handler {
 	a := &API{store: st, validator: v, log: log}
 	r := mux.NewRouter()
-	r.NotFoundHandler = a.wrap(func(w http.ResponseWriter, r *http.Request) error {
+	r.NotFoundHandler = a.wrap("", func(w http.ResponseWriter, r *http.Request) error {
 		return apierr.NotFoundf("The resource could not be found.")
 	})
-	r.Handle("/", a.wrap(a.versions)).Methods(http.MethodGet)
-	sub := r.PathPrefix("/v2.0").Subrouter()
-	sub.NotFoundHandler = r.NotFoundHandler
-	sub.Handle("/networks", a.wrap(a.auth(a.listNetworks))).Methods(http.MethodGet)
-	sub.Handle("/networks/{id}", a.wrap(a.auth(a.showNetwork))).Methods(http.MethodGet)
+	r.MethodNotAllowedHandler = a.wrap("", func(w http.ResponseWriter, r *http.Request) error {
+		return &apierr.Error{Kind: apierr.Invalid, Status: http.StatusMethodNotAllowed, Message: "The method is not allowed for this resource."}
+	})
+	r.Handle("/", a.wrap("", a.versions)).Methods(http.MethodGet)
+	r.Handle("/v2.0", a.wrap("", a.auth(a.v2root))).Methods(http.MethodGet)
+	r.Handle("/v2.0/", a.wrap("", a.auth(a.v2root))).Methods(http.MethodGet)
+	r.Handle("/v2.0/extensions", a.wrap("", a.auth(a.extensions))).Methods(http.MethodGet)
+	r.Handle("/v2.0/extensions/{alias}", a.wrap("", a.auth(a.extension))).Methods(http.MethodGet)
+
+	for _, res := range []struct {
+		path, notFound               string
+		list, create, show, upd, del handlerFunc
+	}{
+		{"networks", "NetworkNotFound", a.listNetworks, a.createNetwork, a.showNetwork, a.updateNetwork, a.deleteNetwork},
+		{"subnets", "SubnetNotFound", a.listSubnets, a.createSubnet, a.showSubnet, a.updateSubnet, a.deleteSubnet},
+		{"ports", "PortNotFound", a.listPorts, a.createPort, a.showPort, a.updatePort, a.deletePort},
+		{"security-groups", "SecurityGroupNotFound", a.listGroups, a.createGroup, a.showGroup, nil, a.deleteGroup},
+		{"security-group-rules", "SecurityGroupRuleNotFound", a.listRules, a.createRule, a.showRule, nil, a.deleteRule},
+	} {
+		base := "/v2.0/" + res.path
+		r.Handle(base, a.wrap(res.notFound, a.auth(res.list))).Methods(http.MethodGet)
+		r.Handle(base, a.wrap(res.notFound, a.auth(a.write(res.create)))).Methods(http.MethodPost)
+		r.Handle(base+"/{id}", a.wrap(res.notFound, a.auth(res.show))).Methods(http.MethodGet)
+		if res.upd != nil {
+			r.Handle(base+"/{id}", a.wrap(res.notFound, a.auth(a.write(res.upd)))).Methods(http.MethodPut)
+		}
+		r.Handle(base+"/{id}", a.wrap(res.notFound, a.auth(a.write(res.del)))).Methods(http.MethodDelete)
+	}
 	var h http.Handler = r
 	h = httpx.AccessLog(log)(h)
 	h = httpx.Recover(log, func(w http.ResponseWriter, err error) { apierr.RenderNeutron(w, err, "") })(h)
@@ -49,23 +68,28 @@ func New(st Store, v *keystone.Validator, log *slog.Logger) http.Handler {
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
-func (a *API) wrap(h handlerFunc) http.Handler {
+// wrap renders errors as Neutron faults; notFound names the exception a
+// 404 on this resource is (e.g. NetworkNotFound).
+func (a *API) wrap(notFound string, h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		keystone.StripIdentityHeaders(r.Header)
-		if err := h(w, r); err != nil {
-			e := apierr.As(err)
-			if e.Kind == apierr.Internal {
-				a.log.Error("network api", "path", r.URL.Path, "err", err, "request_id", httpx.RequestID(r.Context()))
-			}
-			if e.Kind == apierr.Unauthenticated {
-				w.Header().Set("WWW-Authenticate", `Keystone uri="`+strings.TrimSuffix(a.validator.BaseURL(), "/v3")+`"`)
-			}
-			typ := ""
-			if e.Kind == apierr.NotFound && strings.Contains(r.URL.Path, "/networks/") {
-				typ = "NetworkNotFound"
-			}
-			apierr.RenderNeutron(w, err, typ)
+		err := h(w, r)
+		if err == nil {
+			return
 		}
+		e := apierr.As(err)
+		if e.Kind == apierr.Internal {
+			a.log.Error("network api", "path", r.URL.Path, "err", err, "request_id", httpx.RequestID(r.Context()))
+		}
+		if e.Kind == apierr.Unauthenticated {
+			w.Header().Set("WWW-Authenticate", `Keystone uri="`+strings.TrimSuffix(a.validator.BaseURL(), "/v3")+`"`)
+		}
+		typ := map[apierr.Kind]string{apierr.Invalid: "HTTPBadRequest", apierr.Conflict: "Conflict",
+			apierr.Forbidden: "PolicyNotAuthorized"}[e.Kind]
+		if e.Kind == apierr.NotFound && mux.Vars(r)["id"] != "" {
+			typ = notFound
+		}
+		apierr.RenderNeutron(w, err, typ)
 	})
 }
 
@@ -79,6 +103,41 @@ func (a *API) auth(h handlerFunc) handlerFunc {
 	}
 }
 
+func (a *API) write(h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if !identity(r).CanWrite() {
+			return apierr.Forbiddenf("rule:%s_%s is disallowed by policy", strings.ToLower(r.Method), "resource")
+		}
+		return h(w, r)
+	}
+}
+
+func identity(r *http.Request) *keystone.Identity {
+	id, _ := keystone.FromContext(r.Context())
+	if id == nil {
+		return &keystone.Identity{}
+	}
+	return id
+}
+
+func scope(r *http.Request) store.Scope {
+	id := identity(r)
+	return store.Scope{ProjectID: id.ProjectID, AllProjects: id.IsAdmin()}
+}
+
+// decode reads {"<key>": {...}} strictly.
+func decode(w http.ResponseWriter, r *http.Request, key string, v any) error {
+	var env map[string]any
+	if err := httpx.DecodeJSON(w, r, httpx.MaxBodyBytes, false, &env); err != nil {
+		return err
+	}
+	inner, ok := env[key]
+	if !ok || len(env) != 1 {
+		return apierr.Invalidf("Resource body required: '%s'.", key)
+	}
+	return remarshal(inner, v)
+}
+
 func (a *API) versions(w http.ResponseWriter, r *http.Request) error {
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"versions": []map[string]any{{
 		"id": "v2.0", "status": "CURRENT",
@@ -87,37 +146,80 @@ func (a *API) versions(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *API) view(n *store.Network) map[string]any {
-	return map[string]any{
-		"id": n.ID, "name": n.Name, "tenant_id": n.ProjectID, "project_id": n.ProjectID,
-		"shared": n.Shared, "status": "ACTIVE", "admin_state_up": true, "subnets": []string{},
-		"router:external": false, "mtu": 1450, "description": "", "tags": []string{},
-		"availability_zones": []string{"nova"}, "port_security_enabled": true,
+func (a *API) v2root(w http.ResponseWriter, r *http.Request) error {
+	var res []map[string]any
+	for _, n := range []string{"network", "subnet", "port", "security_group", "security_group_rule"} {
+		coll := n + "s"
+		path := strings.ReplaceAll(coll, "_", "-")
+		res = append(res, map[string]any{"name": n, "collection": coll,
+			"links": []map[string]string{{"href": "http://" + r.Host + "/v2.0/" + path, "rel": "self"}}})
 	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"resources": res})
+	return nil
 }
 
-func (a *API) listNetworks(w http.ResponseWriter, r *http.Request) error {
-	n, err := a.store.DefaultNetwork(r.Context())
-	if err != nil {
-		return err
-	}
+// extensionList is what Berth implements of Neutron's extensions.
+var extensionList = []map[string]string{
+	{"alias": "security-group", "name": "security-group", "description": "The security groups extension."},
+	{"alias": "port-security", "name": "Port Security", "description": "Provides port security"},
+	{"alias": "binding", "name": "Port Binding", "description": "Expose port bindings of a virtual port to external application"},
+	{"alias": "network-mtu", "name": "Network MTU", "description": "Provides MTU attribute for a network resource."},
+	{"alias": "project-id", "name": "project_id field enabled", "description": "Extension that indicates that project_id field is enabled."},
+	{"alias": "standard-attr-description", "name": "standard-attr-description", "description": "Extension to add descriptions to standard attributes"},
+	{"alias": "standard-attr-timestamp", "name": "Resource timestamps", "description": "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes."},
+}
+
+func (a *API) extensions(w http.ResponseWriter, r *http.Request) error {
 	out := []map[string]any{}
-	q := r.URL.Query()
-	if (q.Get("name") == "" || q.Get("name") == n.Name) && (q.Get("id") == "" || q.Get("id") == n.ID) {
-		out = append(out, a.view(n))
+	for _, e := range extensionList {
+		out = append(out, map[string]any{"alias": e["alias"], "name": e["name"], "description": e["description"],
+			"links": []any{}, "updated": "2013-01-01T10:00:00-00:00"})
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"networks": out})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"extensions": out})
 	return nil
 }
 
-func (a *API) showNetwork(w http.ResponseWriter, r *http.Request) error {
-	n, err := a.store.DefaultNetwork(r.Context())
-	if err != nil {
-		return err
+func (a *API) extension(w http.ResponseWriter, r *http.Request) error {
+	alias := mux.Vars(r)["alias"]
+	for _, e := range extensionList {
+		if e["alias"] == alias {
+			httpx.WriteJSON(w, http.StatusOK, map[string]any{"extension": map[string]any{"alias": alias,
+				"name": e["name"], "description": e["description"], "links": []any{}, "updated": "2013-01-01T10:00:00-00:00"}})
+			return nil
+		}
 	}
-	if id := mux.Vars(r)["id"]; id != n.ID {
-		return apierr.NotFoundf("Network %s could not be found.", id)
+	return apierr.NotFoundf("Extension with alias %s does not exist", alias)
+}
+
+// filterList keeps the items whose top-level fields match every query
+// parameter that names one (Neutron accepts any attribute as a filter;
+// fields, sort and paging parameters are not filters).
+func filterList(r *http.Request, items []map[string]any) []map[string]any {
+	q := r.URL.Query()
+	out := items[:0]
+next:
+	for _, it := range items {
+		for k, vs := range q {
+			switch k {
+			case "fields", "sort_key", "sort_dir", "limit", "marker", "page_reverse":
+				continue
+			}
+			v, ok := it[k]
+			if !ok {
+				continue
+			}
+			match := false
+			for _, want := range vs {
+				if fmt.Sprint(v) == want || (fmt.Sprint(v) == "true" && strings.EqualFold(want, "true")) ||
+					(fmt.Sprint(v) == "false" && strings.EqualFold(want, "false")) {
+					match = true
+				}
+			}
+			if !match {
+				continue next
+			}
+		}
+		out = append(out, it)
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"network": a.view(n)})
-	return nil
+	return out
 }

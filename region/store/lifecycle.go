@@ -162,7 +162,11 @@ func finalizeDelete(ctx context.Context, tx *sqlx.Tx, srv *Server, actionID int6
 		srv.ID, novastate.Deleted); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM ports WHERE server_id = $1`, srv.ID); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM ports WHERE server_id = $1 AND auto_delete`, srv.ID); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE ports SET server_id = NULL, device_id = '', device_owner = '',
+		binding_host = '', updated_at = now() WHERE server_id = $1`, srv.ID); err != nil {
 		return err
 	}
 	if srv.Host.Valid {

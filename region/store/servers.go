@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
@@ -104,7 +105,7 @@ type NewServer struct {
 	AvailabilityZone string
 	AccessIPv4       string
 	AccessIPv6       string
-	NetworkIDs       []string
+	Networks         []NetworkRequest
 	RequestID        string
 	// AuthorizedKeys is the public key of key_name.
 	AuthorizedKeys string
@@ -183,8 +184,8 @@ func (s *Store) CreateServer(ctx context.Context, ns NewServer, candidates []str
 				return err
 			}
 		} else {
-			for _, nid := range ns.NetworkIDs {
-				if _, err := allocatePort(ctx, tx, nid, ns.ProjectID, ns.ID); err != nil {
+			for i, nr := range ns.Networks {
+				if err := nr.apply(ctx, tx, ns.ProjectID, ns.ID, i); err != nil {
 					return err
 				}
 			}
@@ -204,6 +205,24 @@ func (s *Store) CreateServer(ctx context.Context, ns NewServer, candidates []str
 		return err
 	})
 	return out, err
+}
+
+// NetworkRequest is one entry of a create request's "networks": a new
+// port on a network (optionally with a fixed IP), or an existing port.
+type NetworkRequest struct {
+	NetworkID string
+	FixedIP   string
+	PortID    string
+}
+
+func (nr NetworkRequest) apply(ctx context.Context, tx *sqlx.Tx, projectID, serverID string, slot int) error {
+	if nr.PortID != "" {
+		return attachPort(ctx, tx, projectID, nr.PortID, serverID, slot)
+	}
+	_, err := createPort(ctx, tx, Port{ID: uuid.NewString(), NetworkID: nr.NetworkID, ProjectID: projectID,
+		ServerID: serverID, DeviceID: serverID, DeviceOwner: "compute:nova", AdminStateUp: true,
+		PortSecurityEnabled: true, AutoDelete: true, Slot: slot}, "", nr.FixedIP)
+	return err
 }
 
 func nullable(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
