@@ -24,6 +24,7 @@ import (
 	"berth/region/compute"
 	"berth/region/dispatch"
 	"berth/region/imageclient"
+	"berth/region/monitor"
 	"berth/region/network"
 	"berth/region/store"
 )
@@ -40,6 +41,7 @@ type Main struct {
 	PublicURL      string
 	TokenCacheTTL  time.Duration
 	HostGrace      time.Duration
+	BuildTimeout   time.Duration
 	Log            *slog.Logger
 
 	store    *store.Store
@@ -58,7 +60,8 @@ func main() {
 	flag.StringVar(&m.DefaultCIDR, "default-cidr", "10.99.0.0/24", "CIDR of the default network")
 	flag.StringVar(&m.PublicURL, "public-url", "", "base URL for links (default: the request's host)")
 	flag.DurationVar(&m.TokenCacheTTL, "token-cache-ttl", 30*time.Second, "how long a validated token is trusted")
-	flag.DurationVar(&m.HostGrace, "host-grace", 60*time.Second, "how long a silent host still gets new servers")
+	flag.DurationVar(&m.HostGrace, "host-grace", 60*time.Second, "how long a host may be silent before it counts as down")
+	flag.DurationVar(&m.BuildTimeout, "build-timeout", 10*time.Minute, "fail builds that have not finished after this long (0: never)")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 	var lv slog.Level
@@ -99,6 +102,8 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("listen for notifications: %w", err)
 	}
 	go m.notifier.Run(ctx)
+	go monitor.Run(ctx, m.store, monitor.Config{Interval: 10 * time.Second, HostGrace: m.HostGrace,
+		BuildTimeout: m.BuildTimeout}, m.Log.With("component", "monitor"))
 
 	validator := keystone.NewValidator(m.KeystoneURL, m.TokenCacheTTL, nil)
 	agents := dispatch.NewAPI(m.store, m.notifier, token, m.Log.With("component", "dispatch"))

@@ -239,7 +239,7 @@ func (a *API) resetState(w http.ResponseWriter, r *http.Request, c store.Caller,
 }
 
 func (a *API) forceDelete(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
-	if err := a.cfg.Store.DeleteServer(r.Context(), c, id); err != nil {
+	if err := a.cfg.Store.DeleteServer(r.Context(), c, id, a.cfg.HostGrace); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusAccepted)

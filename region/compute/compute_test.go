@@ -29,6 +29,7 @@ import (
 	"berth/region/compute"
 	"berth/region/dispatch"
 	"berth/region/imageclient"
+	"berth/region/monitor"
 	"berth/region/store"
 	"berth/schema"
 )
@@ -897,4 +898,46 @@ func TestServerOnTenantNetworkAndPort(t *testing.T) {
 	if len(left) != 1 || left[0].ID != p.ID || left[0].ServerID != "" {
 		t.Errorf("ports after delete = %+v, want only the user's port, detached", left)
 	}
+}
+
+func TestHostDownAndStaleBuilds(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.registerHost(t, "h1", 8192)
+	demo := e.client("demo-token")
+	srv, err := servers.Create(ctx, demo, servers.CreateOpts{Name: "on-h1", ImageRef: demoImage, FlavorRef: "1"}, nil).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.converge(t, "h1", schema.PowerRunning, nil)
+	stuck, _ := servers.Create(ctx, demo, servers.CreateOpts{Name: "stuck", ImageRef: demoImage, FlavorRef: "1"}, nil).Extract()
+
+	// The host goes silent: its servers' power state becomes unknown.
+	if _, err := e.store.DB().Exec(`UPDATE hosts SET last_heartbeat = now() - interval '5 minutes'`); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	monitor.Pass(ctx, e.store, monitor.Config{Interval: time.Second, HostGrace: time.Minute, BuildTimeout: time.Hour}, log)
+	got, _ := servers.Get(ctx, demo, srv.ID).Extract()
+	if got.PowerState != 0 || got.Status != "ACTIVE" {
+		t.Errorf("on a silent host: status %s power %d, want ACTIVE with power 0 (unknown)", got.Status, got.PowerState)
+	}
+	// Delete while the host is down: 204 and 404 at once, quota freed.
+	if err := servers.Delete(ctx, demo, srv.ID).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := servers.Get(ctx, demo, srv.ID).Extract(); faultCode(err) != 404 {
+		t.Errorf("after delete on a down host: %v, want 404 at once", err)
+	}
+	if lim, _ := limits.Get(ctx, demo, nil).Extract(); lim.Absolute.TotalInstancesUsed != 1 {
+		t.Errorf("instances used %d, want 1 (the stuck build)", lim.Absolute.TotalInstancesUsed)
+	}
+	// The build that never finished fails at the timeout with a fault.
+	monitor.Pass(ctx, e.store, monitor.Config{Interval: time.Second, HostGrace: time.Minute, BuildTimeout: time.Nanosecond}, log)
+	got, _ = servers.Get(ctx, demo, stuck.ID).Extract()
+	if got.Status != "ERROR" || got.Fault.Message == "" || !strings.Contains(got.Fault.Message, "timed out") {
+		t.Errorf("stale build: %s %+v, want ERROR with a timeout fault", got.Status, got.Fault)
+	}
+	// When the host reports again, the reported state wins.
+	e.converge(t, "h1", schema.PowerShutdown, func(d *schema.DesiredSet, o *schema.ObservedSet) { o.Exists = false })
 }

@@ -401,7 +401,7 @@ func firstOf(xs ...string) string {
 func (a *API) deleteServer(w http.ResponseWriter, r *http.Request) error {
 	c := caller(r)
 	id := mux.Vars(r)["id"]
-	if err := a.cfg.Store.DeleteServer(r.Context(), c, id); err != nil {
+	if err := a.cfg.Store.DeleteServer(r.Context(), c, id, a.cfg.HostGrace); err != nil {
 		return err
 	}
 	a.log.Info("server delete requested", "server_id", id, "request_id", c.RequestID)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -114,11 +115,13 @@ func conflict(verb, id, attr, state string) error {
 	return apierr.Conflictf("Cannot '%s' instance %s while it is in %s %s", verb, id, attr, state)
 }
 
-// DeleteServer starts deleting a server. A server never placed on a host
-// is gone at once; otherwise the task is "deleting" (the status stays
-// ACTIVE or SHUTOFF, as Nova shows it) until the agent reports the set
-// gone. Deleting a server already being deleted is a no-op.
-func (s *Store) DeleteServer(ctx context.Context, c Caller, id string) error {
+// DeleteServer starts deleting a server. A server never placed on a host,
+// or on a host that is down (silent past hostGrace), is gone at once —
+// its quota and address are freed, and the host's agent reaps the set as
+// an orphan when it returns; otherwise the task is "deleting" (the status
+// stays ACTIVE or SHUTOFF, as Nova shows it) until the agent reports the
+// set gone. Deleting a server already being deleted is a no-op.
+func (s *Store) DeleteServer(ctx context.Context, c Caller, id string, hostGrace time.Duration) error {
 	return s.tx(ctx, func(tx *sqlx.Tx) error {
 		srv, err := getServer(ctx, tx, c.Scope, id, true)
 		if err != nil {
@@ -141,6 +144,17 @@ func (s *Store) DeleteServer(ctx context.Context, c Caller, id string) error {
 		}
 		if !srv.Host.Valid {
 			return finalizeDelete(ctx, tx, srv, actionID)
+		}
+		if down, err := hostDown(ctx, tx, srv.Host.String, hostGrace); err != nil {
+			return err
+		} else if down {
+			if err := addEvent(ctx, tx, actionID, "compute_terminate_instance_host_down", srv.Host.String, true); err != nil {
+				return err
+			}
+			if err := finalizeDelete(ctx, tx, srv, actionID); err != nil {
+				return err
+			}
+			return notifyHost(ctx, tx, srv.Host.String)
 		}
 		if err := openEvent(ctx, tx, actionID, "compute_terminate_instance", srv.Host.String); err != nil {
 			return err
