@@ -240,6 +240,53 @@ type SetPort struct {
 	PrefixLen int `json:"prefix_len"`
 	// Gateway is the subnet gateway, e.g. "10.99.0.1"; empty for none.
 	Gateway string `json:"gateway,omitempty"`
+	// CIDR is the subnet, e.g. "10.99.0.0/24".
+	CIDR string `json:"cidr,omitempty"`
+	// MTU is the network's MTU, e.g. 1450.
+	MTU int `json:"mtu,omitempty"`
+	// PortSecurity on: the port may only send from its own MAC and IP
+	// (anti-spoofing, no rogue DHCP or ARP for others' addresses) and only
+	// what Rules allow passes, statefully. Off: anything goes.
+	PortSecurity bool `json:"port_security"`
+	// Rules are the port's security group rules, resolved: remote groups
+	// are expanded to their members' addresses. Traffic not allowed by a
+	// rule is dropped; replies to allowed traffic pass (conntrack).
+	Rules []SetRule `json:"rules,omitempty"`
+	// Bandwidth limits the port; nil means unlimited.
+	Bandwidth *SetBandwidth `json:"bandwidth,omitempty"`
+}
+
+// SetRule is one resolved security group rule.
+type SetRule struct {
+	// Direction is "ingress" (to the set) or "egress" (from the set).
+	Direction string `json:"direction"`
+	// Protocol is "tcp", "udp", "icmp" or "" for any.
+	Protocol string `json:"protocol,omitempty"`
+	// PortMin/PortMax bound the destination port (tcp/udp) or are the ICMP
+	// type/code; 0 means any.
+	PortMin int `json:"port_min,omitempty"`
+	PortMax int `json:"port_max,omitempty"`
+	// Remote are the CIDRs the rule admits traffic from (ingress) or to
+	// (egress); empty means any address.
+	Remote []string `json:"remote,omitempty"`
+}
+
+// SetBandwidth is a port's rate limits, from the flavor's extra specs:
+// Nova's quota:vif_{inbound,outbound}_{average,peak,burst} (KB/s, KB)
+// and Berth's berth:bw_guarantee_kbps / berth:bw_priority. Inbound is
+// traffic to the set, outbound from it.
+type SetBandwidth struct {
+	InboundAverageKBps  int `json:"inbound_average_kbps,omitempty"`
+	InboundPeakKBps     int `json:"inbound_peak_kbps,omitempty"`
+	InboundBurstKB      int `json:"inbound_burst_kb,omitempty"`
+	OutboundAverageKBps int `json:"outbound_average_kbps,omitempty"`
+	OutboundPeakKBps    int `json:"outbound_peak_kbps,omitempty"`
+	OutboundBurstKB     int `json:"outbound_burst_kb,omitempty"`
+	// GuaranteeKbit is the rate the set keeps on a busy link (HTB rate);
+	// the average/peak above become its ceiling.
+	GuaranteeKbit int `json:"guarantee_kbit,omitempty"`
+	// Priority orders borrowing between sets: lower borrows first (HTB prio 0-7).
+	Priority int `json:"priority,omitempty"`
 }
 
 // HostReport is POSTed to /internal/v1/hosts/{host}/report. It doubles as

@@ -941,3 +941,49 @@ func TestHostDownAndStaleBuilds(t *testing.T) {
 	// When the host reports again, the reported state wins.
 	e.converge(t, "h1", schema.PowerShutdown, func(d *schema.DesiredSet, o *schema.ObservedSet) { o.Exists = false })
 }
+
+func TestDesiredDataPath(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.registerHost(t, "h1", 8192)
+	admin, demo := e.client("admin-token"), e.client("demo-token")
+	f, err := flavors.Create(ctx, admin, flavors.CreateOpts{Name: "bw", ID: "bw", RAM: 256, VCPUs: 1, Disk: gophercloud.IntToPointer(1)}).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := flavors.CreateExtraSpecs(ctx, admin, f.ID, flavors.ExtraSpecsOpts{
+		"quota:vif_inbound_average": "1000", "quota:vif_outbound_average": "500", "berth:bw_priority": "2"}).Extract(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := servers.Create(ctx, demo, servers.CreateOpts{Name: "a", ImageRef: demoImage, FlavorRef: "bw"}, nil).Extract(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := servers.Create(ctx, demo, servers.CreateOpts{Name: "b", ImageRef: demoImage, FlavorRef: "1"}, nil).Extract(); err != nil {
+		t.Fatal(err)
+	}
+	ds := e.desired(t, "h1")
+	a, b := ds.Sets[0].Ports[0], ds.Sets[1].Ports[0]
+	if a.Bandwidth == nil || a.Bandwidth.InboundAverageKBps != 1000 || a.Bandwidth.OutboundAverageKBps != 500 || a.Bandwidth.Priority != 2 {
+		t.Errorf("bandwidth of a = %+v, want 1000/500 KB/s priority 2", a.Bandwidth)
+	}
+	if b.Bandwidth != nil {
+		t.Errorf("bandwidth of b = %+v, want none", b.Bandwidth)
+	}
+	if !a.PortSecurity || a.CIDR != "10.77.0.0/29" || a.MTU != 1450 {
+		t.Errorf("port a = %+v, want port security on 10.77.0.0/29 with MTU 1450", a)
+	}
+	// The default group: egress anywhere, ingress only from its members
+	// (both servers' addresses).
+	var ingress, egress []schema.SetRule
+	for _, r := range a.Rules {
+		if r.Direction == "ingress" {
+			ingress = append(ingress, r)
+		} else {
+			egress = append(egress, r)
+		}
+	}
+	if len(egress) != 1 || len(egress[0].Remote) != 0 || len(ingress) != 1 ||
+		strings.Join(ingress[0].Remote, ",") != a.IP+"/32,"+b.IP+"/32" {
+		t.Errorf("rules = %+v, want egress any and ingress from %s and %s", a.Rules, a.IP, b.IP)
+	}
+}

@@ -222,11 +222,13 @@ func (s *Store) DesiredForHost(ctx context.Context, host string) (*schema.Desire
 				AuthorizedKeys: srv.AuthorizedKeys.String, UserData: srv.UserData.String,
 			}
 			_ = json.Unmarshal(srv.Personality, &ds.Files)
+			bw := bandwidthOf(srv.ExtraSpecs)
 			for _, p := range ports[srv.ID] {
-				ds.Ports = append(ds.Ports, schema.SetPort{
-					ID: p.ID, NetworkID: p.NetworkID, MAC: p.MACAddress, IP: p.IPAddress,
-					PrefixLen: prefixLen(p.CIDR), Gateway: p.GatewayIP,
-				})
+				sp, err := setPort(ctx, tx, &p, bw)
+				if err != nil {
+					return err
+				}
+				ds.Ports = append(ds.Ports, sp)
 			}
 			out.Sets = append(out.Sets, ds)
 		}

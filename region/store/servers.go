@@ -61,6 +61,7 @@ type Server struct {
 	Personality        json.RawMessage `db:"personality"`
 	LockedBy           sql.NullString  `db:"locked_by"`
 	Tags               pq.StringArray  `db:"tags"`
+	ExtraSpecs         json.RawMessage `db:"extra_specs"`
 
 	Ports []Port `db:"-"`
 }
@@ -79,7 +80,7 @@ const serverCols = `id, project_id, user_id, name, description, host, availabili
 	docker_image_id, flavor_id, vcpus, ram_mb, disk_gb, vm_state, task_state, power_state, progress,
 	desired_state, generation, observed_generation, containers, fault, metadata, key_name, user_data,
 	access_ipv4, access_ipv6, locked, launched_at, terminated_at, created_at, updated_at, deleted_at,
-	reboot_seq, reboot_hard, old_flavor, authorized_keys, personality, locked_by, tags`
+	reboot_seq, reboot_hard, old_flavor, authorized_keys, personality, locked_by, tags, extra_specs`
 
 // Scope is whose servers a caller may see: one project, or every project
 // for an admin.
@@ -137,12 +138,13 @@ func (s *Store) CreateServer(ctx context.Context, ns NewServer, candidates []str
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO servers (id, project_id, user_id, name, description,
 				availability_zone, image_id, docker_image_id, flavor_id, vcpus, ram_mb, disk_gb, vm_state,
-				task_state, metadata, key_name, user_data, access_ipv4, access_ipv6, authorized_keys, personality)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)`,
+				task_state, metadata, key_name, user_data, access_ipv4, access_ipv6, authorized_keys, personality,
+				extra_specs)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)`,
 			ns.ID, ns.ProjectID, ns.UserID, ns.Name, ns.Description, ns.AvailabilityZone, ns.ImageID,
 			ns.DockerImageID, f.ID, f.VCPUs, f.RAMMB, f.DiskGB, novastate.Building, novastate.TaskScheduling,
 			meta, nullable(ns.KeyName), nullable(ns.UserData), ns.AccessIPv4, ns.AccessIPv6,
-			nullable(ns.AuthorizedKeys), personality)
+			nullable(ns.AuthorizedKeys), personality, specsOf(f))
 		if err != nil {
 			if pgdb.IsUniqueViolation(err) {
 				return apierr.Conflictf("Server %s already exists.", ns.ID)
@@ -223,6 +225,13 @@ func (nr NetworkRequest) apply(ctx context.Context, tx *sqlx.Tx, projectID, serv
 		ServerID: serverID, DeviceID: serverID, DeviceOwner: "compute:nova", AdminStateUp: true,
 		PortSecurityEnabled: true, AutoDelete: true, Slot: slot}, "", nr.FixedIP)
 	return err
+}
+
+func specsOf(f *Flavor) []byte {
+	if len(f.ExtraSpecs) == 0 {
+		return []byte("{}")
+	}
+	return f.ExtraSpecs
 }
 
 func nullable(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }

@@ -82,10 +82,11 @@ func Rebuild(imageID, dockerImageID, name string) Transition {
 
 // oldFlavor is what a resize keeps to revert to.
 type oldFlavor struct {
-	ID     string `json:"id"`
-	VCPUs  int    `json:"vcpus"`
-	RAMMB  int    `json:"ram_mb"`
-	DiskGB int    `json:"disk_gb"`
+	ID         string          `json:"id"`
+	VCPUs      int             `json:"vcpus"`
+	RAMMB      int             `json:"ram_mb"`
+	DiskGB     int             `json:"disk_gb"`
+	ExtraSpecs json.RawMessage `json:"extra_specs,omitempty"`
 }
 
 // Resize applies a new flavor to the running set, live. The new flavor is
@@ -109,9 +110,11 @@ func Resize(f *Flavor) Transition {
 			if !ok {
 				return apierr.Invalidf("No valid host was found. Host %s lacks room for flavor %s.", srv.Host.String, f.Name)
 			}
-			old, _ := json.Marshal(oldFlavor{ID: srv.FlavorID, VCPUs: srv.VCPUs, RAMMB: srv.RAMMB, DiskGB: srv.DiskGB})
+			old, _ := json.Marshal(oldFlavor{ID: srv.FlavorID, VCPUs: srv.VCPUs, RAMMB: srv.RAMMB, DiskGB: srv.DiskGB,
+				ExtraSpecs: srv.ExtraSpecs})
 			_, err = tx.ExecContext(ctx, `UPDATE servers SET old_flavor = $2, flavor_id = $3, vcpus = $4,
-				ram_mb = $5, disk_gb = $6 WHERE id = $1`, srv.ID, old, f.ID, f.VCPUs, f.RAMMB, f.DiskGB)
+				ram_mb = $5, disk_gb = $6, extra_specs = $7 WHERE id = $1`, srv.ID, old, f.ID, f.VCPUs, f.RAMMB, f.DiskGB,
+				specsOf(f))
 			return err
 		}}
 }
@@ -144,9 +147,15 @@ var RevertResize = Transition{Action: "revertResize", Verb: "revertResize",
 		if err := json.Unmarshal(srv.OldFlavor, &old); err != nil {
 			return fmt.Errorf("revert resize of %s: old flavor: %w", srv.ID, err)
 		}
-		cur, _ := json.Marshal(oldFlavor{ID: srv.FlavorID, VCPUs: srv.VCPUs, RAMMB: srv.RAMMB, DiskGB: srv.DiskGB})
+		cur, _ := json.Marshal(oldFlavor{ID: srv.FlavorID, VCPUs: srv.VCPUs, RAMMB: srv.RAMMB, DiskGB: srv.DiskGB,
+			ExtraSpecs: srv.ExtraSpecs})
+		specs := old.ExtraSpecs
+		if len(specs) == 0 {
+			specs = json.RawMessage("{}")
+		}
 		_, err := tx.ExecContext(ctx, `UPDATE servers SET old_flavor = $2, flavor_id = $3, vcpus = $4,
-			ram_mb = $5, disk_gb = $6 WHERE id = $1`, srv.ID, cur, old.ID, old.VCPUs, old.RAMMB, old.DiskGB)
+			ram_mb = $5, disk_gb = $6, extra_specs = $7 WHERE id = $1`, srv.ID, cur, old.ID, old.VCPUs, old.RAMMB,
+			old.DiskGB, specs)
 		return err
 	}}
 
