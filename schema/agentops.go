@@ -20,6 +20,10 @@ package schema
 //
 // Errors use the Nova fault body (code + message), so region can pass the
 // kind on: 404 unknown set, 409 set not running, 400 bad path or size.
+//
+// Every endpoint but sync and diagnostics takes ?container=NAME to act on
+// another container of the set than its primary app (the set API's
+// container names; a plain server's app is "app"). Added by the hostagent.
 
 // MaxFileBytes caps a file moved with the files endpoints.
 const MaxFileBytes = 16 << 20
@@ -56,6 +60,11 @@ type Diagnostics struct {
 	Pids        uint64              `json:"pids"`
 	NICs        []NICStats          `json:"nics"`
 	Containers  []ObservedContainer `json:"containers"`
+
+	// DiskBytes is the size of the containers' writable layers (the
+	// flavor's disk is a cap only where the storage driver allows one).
+	// Added by the hostagent.
+	DiskBytes uint64 `json:"disk_bytes"`
 }
 
 // NICStats are one port's counters.

@@ -133,6 +133,9 @@ func (s *Stack) daemonSpec(name string) (procSpec, error) {
 				"--ovs-db", s.OVSDB(),
 				"--pause-binary", pause,
 				"--state-dir", filepath.Join(s.cfg.RunDir, "agent"),
+				// Port 0: several stacks (make run and the tests) share a
+				// machine; the agent registers the address it got.
+				"--listen", "127.0.0.1:0",
 			},
 			dir:          s.cfg.RunDir,
 			readyTimeout: 60 * time.Second,

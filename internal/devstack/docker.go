@@ -74,8 +74,12 @@ func (s *Stack) ensureDocker(ctx context.Context) error {
 // used (no netfilter in a sandbox kernel) dockerd would refuse to start its
 // default bridge, so it runs without iptables rules; Berth's networking is
 // OVS and does not need them.
+//
+// --live-restore keeps containers running while dockerd itself restarts
+// (an upgrade, a crash): servers are VMs to their users and must not
+// reboot because the container engine did.
 func dockerdFlags(ctx context.Context) []string {
-	flags := []string{"--host", "unix:///var/run/docker.sock"}
+	flags := []string{"--host", "unix:///var/run/docker.sock", "--live-restore"}
 	if _, err := runCmd(ctx, nil, nil, "iptables", "-w", "5", "-n", "-L", "FORWARD"); err != nil {
 		flags = append(flags, "--iptables=false", "--ip-masq=false")
 	}

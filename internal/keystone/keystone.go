@@ -108,7 +108,9 @@ func (v *Validator) Validate(ctx context.Context, token string) (*Identity, erro
 	c, ok := v.cache[key]
 	v.mu.Unlock()
 	if ok && now.Before(c.until) {
-		return c.id, nil
+		id := *c.id
+		id.Token = token
+		return &id, nil
 	}
 	res, err, _ := v.group.Do(string(key[:]), func() (any, error) {
 		id, err := v.fetch(ctx, token)

@@ -75,8 +75,14 @@ func TestValidate(t *testing.T) {
 		t.Errorf("identity = %+v, want project p1 with member role, not admin", id)
 	}
 	calls := fk.calls.Load()
-	if _, err := v.Validate(ctx, "good"); err != nil {
+	again, err := v.Validate(ctx, "good")
+	if err != nil {
 		t.Fatal(err)
+	}
+	// Services forward the caller's token (region → imagesvc), so a cached
+	// identity must carry it as well as a fresh one.
+	if id.Token != "good" || again.Token != "good" {
+		t.Errorf("tokens on identities: fresh %q, cached %q; want both \"good\"", id.Token, again.Token)
 	}
 	if fk.calls.Load() != calls {
 		t.Errorf("second validation called Keystone again; want it cached")

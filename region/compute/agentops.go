@@ -122,6 +122,7 @@ func (a *API) logs(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusOK)
 	rcw := http.NewResponseController(w)
 	_ = rcw.SetWriteDeadline(time.Time{}) // a follow lasts as long as the client wants
+	_ = rcw.Flush()                       // the client sees the 200 before the first line
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := rc.Read(buf)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"strconv"
+	"strings"
 
 	"github.com/jmoiron/sqlx"
 
@@ -91,4 +92,11 @@ func bandwidthOf(specsJSON json.RawMessage) *schema.SetBandwidth {
 		return nil
 	}
 	return &bw
+}
+
+// specIs reports whether extra spec key has value want (case-insensitive).
+func specIs(specsJSON json.RawMessage, key, want string) bool {
+	specs := map[string]string{}
+	_ = json.Unmarshal(specsJSON, &specs)
+	return strings.EqualFold(specs[key], want)
 }

@@ -220,6 +220,7 @@ func (s *Store) DesiredForHost(ctx context.Context, host string) (*schema.Desire
 				Ports:     []schema.SetPort{},
 				RebootSeq: srv.RebootSeq, RebootHard: srv.RebootHard,
 				AuthorizedKeys: srv.AuthorizedKeys.String, UserData: srv.UserData.String,
+				NetRaw: specIs(srv.ExtraSpecs, "berth:net_raw", "true"),
 			}
 			_ = json.Unmarshal(srv.Personality, &ds.Files)
 			bw := bandwidthOf(srv.ExtraSpecs)

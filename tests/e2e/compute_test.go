@@ -36,9 +36,11 @@ func TestComputeOperations(t *testing.T) {
 	}
 	o.json(t, demo, &kp, "keypair", "show", "k1")
 
-	var created server
-	o.json(t, demo, &created, "server", "create", "--image", devstack.DemoImageName, "--flavor", "m1.tiny",
+	// --wait prints progress lines to stdout, so the JSON comes from show.
+	o.must(t, demo, "server", "create", "--image", devstack.DemoImageName, "--flavor", "m1.tiny",
 		"--key-name", "k1", "--wait", "ops1")
+	var created server
+	o.json(t, demo, &created, "server", "show", "ops1")
 	if created.Status != "ACTIVE" {
 		t.Fatalf("ops1 is %s, want ACTIVE", created.Status)
 	}
@@ -112,8 +114,9 @@ func TestComputeOperations(t *testing.T) {
 		if img.Status != "active" || img.ContainerFormat != "docker" {
 			t.Fatalf("snapshot image = %+v, want an active docker image", img)
 		}
+		o.must(t, demo, "server", "create", "--image", "snap1", "--flavor", "m1.tiny", "--wait", "ops2")
 		var ops2 server
-		o.json(t, demo, &ops2, "server", "create", "--image", "snap1", "--flavor", "m1.tiny", "--wait", "ops2")
+		o.json(t, demo, &ops2, "server", "show", "ops2")
 		if got := dockerExec(t, appContainer(t, s, ops2.ID), "cat", "/www/snap.txt"); strings.TrimSpace(got) != "snapshot-content" {
 			t.Errorf("file in the server booted from the snapshot = %q, want snapshot-content", got)
 		}

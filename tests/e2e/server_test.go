@@ -105,7 +105,11 @@ func TestServerLifecycle(t *testing.T) {
 	})
 
 	if !t.Run("web1 can reach web2", func(t *testing.T) {
-		o.must(t, demo, "server", "create", "--image", devstack.DemoImageName, "--flavor", "m1.tiny", "--wait", "web2", "-f", "value", "-c", "id")
+		// Raw sockets (ping) only where the flavor asks for them (A9): an
+		// admin makes such a flavor, web2 boots with it.
+		o.must(t, devstack.CloudAdmin, "flavor", "create", "--ram", "512", "--vcpus", "1", "--disk", "1",
+			"--property", "berth:net_raw=true", "m1.tiny.netraw")
+		o.must(t, demo, "server", "create", "--image", devstack.DemoImageName, "--flavor", "m1.tiny.netraw", "--wait", "web2")
 		web2 = o.waitStatus(t, demo, "web2", "ACTIVE", time.Minute)
 		ip2 := firstIP(web2)
 		if !subnet.Contains(ip2) || ip2 == firstIP(web1) {
@@ -115,8 +119,15 @@ func TestServerLifecycle(t *testing.T) {
 		if len(apps) != 1 {
 			t.Fatalf("web1 app containers = %v, want one", apps)
 		}
-		if out, err := dockerCLI(t, "exec", apps[0], "ping", "-c", "3", "-W", "2", ip2.String()); err != nil {
-			t.Errorf("ping web2 from web1: %v\n%s", err, out)
+		apps2 := setContainers(t, web2.ID, "app")
+		if len(apps2) != 1 {
+			t.Fatalf("web2 app containers = %v, want one", apps2)
+		}
+		if out, err := dockerCLI(t, "exec", apps2[0], "ping", "-c", "3", "-W", "2", firstIP(web1).String()); err != nil {
+			t.Errorf("ping web1 from web2: %v\n%s", err, out)
+		}
+		if out, err := dockerCLI(t, "exec", apps[0], "ping", "-c", "1", "-W", "2", ip2.String()); err == nil {
+			t.Errorf("ping from web1 (m1.tiny, no NET_RAW) succeeded: %s; want permission denied", out)
 		}
 		// TCP too: the userspace datapath mangles it when offloads stay on.
 		// (Debian's busybox 1.35 wget segfaults on -T; hence timeout.)

@@ -1,0 +1,578 @@
+// Package netplumb wires set ports: a veth pair per port, one end renamed
+// eth<N> inside the set's infra netns, the other plugged into the host's OVS
+// integration bridge. Host objects it makes are marked as Berth's (an
+// interface alias on the veth ends, external_ids on the OVS interface) and
+// only marked objects are listed or removed.
+package netplumb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"berth/hostagent/observed"
+	"berth/schema"
+)
+
+// Config configures a Plumber.
+type Config struct {
+	// Host is this agent's host name, stamped on every object.
+	Host string
+	// Bridge is the OVS integration bridge, e.g. "br-berth".
+	Bridge string
+	// OVSDB is passed to ovs-vsctl as --db, e.g. "unix:/run/openvswitch/db.sock";
+	// "" uses ovs-vsctl's default.
+	OVSDB string
+	// SwitchNetns is the path of the network namespace in which
+	// ovs-vswitchd sees its ports (e.g. /proc/<pid>/ns/net); "" is the
+	// agent's own. Host-side veth ends are moved there.
+	SwitchNetns string
+	// CallTimeout bounds each ovs-vsctl, ethtool and netlink call.
+	CallTimeout time.Duration
+	// VsctlBinary and EthtoolBinary default to "ovs-vsctl" and "ethtool".
+	VsctlBinary   string
+	EthtoolBinary string
+}
+
+// Plumber implements the reconciler's network driver.
+type Plumber struct {
+	cfg Config
+	ovs vsctl
+	log *slog.Logger
+}
+
+// ErrNotManaged is returned when an object in the way was not made by
+// Berth on this host.
+var ErrNotManaged = errors.New("not managed by berth on this host")
+
+// New returns a Plumber.
+func New(log *slog.Logger, cfg Config) *Plumber {
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 10 * time.Second
+	}
+	if cfg.VsctlBinary == "" {
+		cfg.VsctlBinary = "ovs-vsctl"
+	}
+	if cfg.EthtoolBinary == "" {
+		cfg.EthtoolBinary = "ethtool"
+	}
+	return &Plumber{cfg: cfg, log: log, ovs: vsctl{bin: cfg.VsctlBinary, db: cfg.OVSDB, timeout: cfg.CallTimeout}}
+}
+
+// IfNames returns the host-side veth name ("bv" + 11 characters of the port
+// ID, within the 15-byte limit) and the peer's temporary name before it
+// becomes eth<N> in the set's netns.
+func IfNames(portID string) (hostEnd, peer string) {
+	k := strings.ReplaceAll(portID, "-", "")
+	if len(k) > 11 {
+		k = k[:11]
+	}
+	return "bv" + k, "bp" + k
+}
+
+// IfName is the name of the set's index-th port inside its netns.
+func IfName(index int) string { return fmt.Sprintf("eth%d", index) }
+
+// alias marks a veth end as ours.
+func (p *Plumber) alias(setID, portID string) string {
+	return "berth host=" + p.cfg.Host + " set=" + setID + " port=" + portID
+}
+
+// parseAlias returns the set and port of an alias made by this host.
+func (p *Plumber) parseAlias(a string) (setID, portID string, ours bool) {
+	f := strings.Fields(a)
+	if len(f) != 4 || f[0] != "berth" {
+		return "", "", false
+	}
+	kv := map[string]string{}
+	for _, x := range f[1:] {
+		k, v, _ := strings.Cut(x, "=")
+		kv[k] = v
+	}
+	if kv["host"] != p.cfg.Host {
+		return "", "", false
+	}
+	return kv["set"], kv["port"], true
+}
+
+// handles holds netlink handles for the agent's netns and the switch netns
+// (the same handle when they are the same namespace).
+type handles struct {
+	agent, sw *netlink.Handle
+	swNS      netns.NsHandle // -1 when the switch netns is the agent's
+}
+
+func (h *handles) close() {
+	h.agent.Close()
+	if h.sw != h.agent {
+		h.sw.Close()
+	}
+	if h.swNS.IsOpen() {
+		h.swNS.Close()
+	}
+}
+
+func (h *handles) separate() bool { return h.swNS.IsOpen() }
+
+func (p *Plumber) open() (*handles, error) {
+	agent, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle: %w", err)
+	}
+	if err := agent.SetSocketTimeout(p.cfg.CallTimeout); err != nil {
+		agent.Close()
+		return nil, fmt.Errorf("netlink timeout: %w", err)
+	}
+	h := &handles{agent: agent, sw: agent, swNS: netns.None()}
+	if p.cfg.SwitchNetns == "" {
+		return h, nil
+	}
+	ns, err := netns.GetFromPath(p.cfg.SwitchNetns)
+	if err != nil {
+		agent.Close()
+		return nil, fmt.Errorf("open switch netns %s: %w", p.cfg.SwitchNetns, err)
+	}
+	self, err := netns.Get()
+	if err == nil && self.Equal(ns) {
+		self.Close()
+		ns.Close()
+		return h, nil
+	}
+	if err == nil {
+		self.Close()
+	}
+	sw, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		agent.Close()
+		ns.Close()
+		return nil, fmt.Errorf("netlink handle in switch netns: %w", err)
+	}
+	if err := sw.SetSocketTimeout(p.cfg.CallTimeout); err != nil {
+		agent.Close()
+		sw.Close()
+		ns.Close()
+		return nil, fmt.Errorf("netlink timeout: %w", err)
+	}
+	h.sw, h.swNS = sw, ns
+	return h, nil
+}
+
+// openPidNS returns a netlink handle in the netns of pid.
+func (p *Plumber) openPidNS(pid int) (*netlink.Handle, error) {
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		return nil, fmt.Errorf("open netns of pid %d: %w", pid, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle in netns of pid %d: %w", pid, err)
+	}
+	if err := h.SetSocketTimeout(p.cfg.CallTimeout); err != nil {
+		h.Close()
+		return nil, err
+	}
+	return h, nil
+}
+
+func linkList(h *netlink.Handle) ([]netlink.Link, error) {
+	var err error
+	for range 5 {
+		var ls []netlink.Link
+		ls, err = h.LinkList()
+		if err == nil {
+			return ls, nil
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("list links: %w", err)
+}
+
+func isNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf)
+}
+
+// List returns this host's ports, of one set or all: OVS interface rows with
+// our external_ids, joined with the veth host ends carrying our alias.
+func (p *Plumber) List(ctx context.Context, setID string) ([]observed.Port, error) {
+	ext := map[string]string{ExtHost: p.cfg.Host}
+	if setID != "" {
+		ext[ExtSet] = setID
+	}
+	rows, err := p.ovs.findInterfaces(ctx, ext)
+	if err != nil {
+		return nil, err
+	}
+	h, err := p.open()
+	if err != nil {
+		return nil, err
+	}
+	defer h.close()
+
+	byKey := map[string]*observed.Port{}
+	var order []string
+	get := func(set, port, iface string) *observed.Port {
+		k := set + "/" + port
+		if pt, ok := byKey[k]; ok {
+			return pt
+		}
+		pt := &observed.Port{SetID: set, PortID: port, Iface: iface, OFPort: -1}
+		byKey[k] = pt
+		order = append(order, k)
+		return pt
+	}
+	for _, r := range rows {
+		pt := get(r.Ext[ExtSet], r.Ext[ExtPort], r.Name)
+		pt.InSwitch, pt.OFPort = true, r.OFPort
+	}
+	scan := func(nh *netlink.Handle, inSwitch bool) error {
+		links, err := linkList(nh)
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			set, port, ours := p.parseAlias(l.Attrs().Alias)
+			if !ours || (setID != "" && set != setID) {
+				continue
+			}
+			hostEnd, _ := IfNames(port)
+			pt := get(set, port, hostEnd)
+			if inSwitch && l.Attrs().Name == hostEnd {
+				pt.LinkPresent = true
+			}
+		}
+		return nil
+	}
+	if err := scan(h.sw, true); err != nil {
+		return nil, err
+	}
+	if h.separate() {
+		// Leftovers of a plumb interrupted before the move.
+		if err := scan(h.agent, false); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]observed.Port, 0, len(order))
+	for _, k := range order {
+		out = append(out, *byKey[k])
+	}
+	return out, nil
+}
+
+// Attached reports whether the netns of pid has the port's interface up with
+// its MAC and IP.
+func (p *Plumber) Attached(ctx context.Context, index int, port schema.SetPort, pid int) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	ch, err := p.openPidNS(pid)
+	if err != nil {
+		return false, nil // the process is gone: nothing is attached
+	}
+	defer ch.Close()
+	l, err := ch.LinkByName(IfName(index))
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	mac, err := net.ParseMAC(port.MAC)
+	if err != nil {
+		return false, fmt.Errorf("port %s: bad mac %q: %w", port.ID, port.MAC, err)
+	}
+	if l.Attrs().HardwareAddr.String() != mac.String() || l.Attrs().Flags&net.FlagUp == 0 {
+		return false, nil
+	}
+	addrs, err := ch.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return false, err
+	}
+	for _, a := range addrs {
+		if a.IP.String() == port.IP {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+type portAddr struct {
+	mac   net.HardwareAddr
+	ipnet *net.IPNet
+	gw    net.IP
+}
+
+func parsePort(port schema.SetPort) (portAddr, error) {
+	var a portAddr
+	var err error
+	if a.mac, err = net.ParseMAC(port.MAC); err != nil {
+		return a, fmt.Errorf("port %s: bad mac %q: %w", port.ID, port.MAC, err)
+	}
+	ip := net.ParseIP(port.IP).To4()
+	if ip == nil {
+		return a, fmt.Errorf("port %s: bad ipv4 address %q", port.ID, port.IP)
+	}
+	if port.PrefixLen <= 0 || port.PrefixLen > 32 {
+		return a, fmt.Errorf("port %s: bad prefix length %d", port.ID, port.PrefixLen)
+	}
+	a.ipnet = &net.IPNet{IP: ip, Mask: net.CIDRMask(port.PrefixLen, 32)}
+	if port.Gateway != "" {
+		if a.gw = net.ParseIP(port.Gateway).To4(); a.gw == nil {
+			return a, fmt.Errorf("port %s: bad gateway %q", port.ID, port.Gateway)
+		}
+	}
+	return a, nil
+}
+
+// Plumb gives the netns of pid the set's index-th interface for port and
+// plugs the host end into the bridge. Earlier plumbing of the port is
+// replaced. On failure nothing of this call is left behind.
+func (p *Plumber) Plumb(ctx context.Context, setID string, index int, port schema.SetPort, pid int) (err error) {
+	addr, err := parsePort(port)
+	if err != nil {
+		return err
+	}
+	hostEnd, peer := IfNames(port.ID)
+	ifName := IfName(index)
+	h, err := p.open()
+	if err != nil {
+		return err
+	}
+	defer h.close()
+
+	// Clear earlier plumbing of the port. The OVS row goes in its own
+	// transaction first: vswitchd must close the old device before a new
+	// veth of the same name appears, or it keeps reading the dead one.
+	if err := p.ovs.delPort(ctx, hostEnd); err != nil {
+		return fmt.Errorf("remove stale port %s: %w", hostEnd, err)
+	}
+	for _, x := range []struct {
+		h    *netlink.Handle
+		name string
+	}{{h.agent, hostEnd}, {h.agent, peer}, {h.sw, hostEnd}} {
+		if err := p.removeOwnedLink(x.h, x.name); err != nil {
+			return fmt.Errorf("remove stale %s: %w", x.name, err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostEnd}, PeerName: peer}
+	if err := h.agent.LinkAdd(veth); err != nil {
+		return fmt.Errorf("create veth %s: %w", hostEnd, err)
+	}
+	plugged := false
+	defer func() {
+		if err == nil {
+			return
+		}
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.CallTimeout)
+		defer cancel()
+		if plugged {
+			if derr := p.ovs.delPort(uctx, hostEnd); derr != nil {
+				err = errors.Join(err, derr)
+			}
+		}
+		for _, nh := range []*netlink.Handle{h.sw, h.agent} {
+			if derr := p.removeOwnedLink(nh, hostEnd); derr != nil {
+				err = errors.Join(err, derr)
+			}
+		}
+	}()
+	hostLink, err := h.agent.LinkByName(hostEnd)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", hostEnd, err)
+	}
+	peerLink, err := h.agent.LinkByName(peer)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", peer, err)
+	}
+	alias := p.alias(setID, port.ID)
+	for _, l := range []netlink.Link{hostLink, peerLink} {
+		if err := h.agent.LinkSetAlias(l, alias); err != nil {
+			return fmt.Errorf("mark %s: %w", l.Attrs().Name, err)
+		}
+	}
+	// The userspace datapath does not complete checksums or segment
+	// offloaded TCP: turn offloads off on both ends before the peer moves.
+	for _, name := range []string{hostEnd, peer} {
+		if err := p.disableOffloads(ctx, name); err != nil {
+			return err
+		}
+	}
+	if err := h.agent.LinkSetNsPid(peerLink, pid); err != nil {
+		return fmt.Errorf("move %s into netns of pid %d: %w", peer, pid, err)
+	}
+	if h.separate() {
+		if err := h.agent.LinkSetNsFd(hostLink, int(h.swNS)); err != nil {
+			return fmt.Errorf("move %s into switch netns: %w", hostEnd, err)
+		}
+	}
+	if err := p.configureInside(pid, peer, ifName, index == 0, addr); err != nil {
+		return err
+	}
+	hostLink, err = h.sw.LinkByName(hostEnd)
+	if err != nil {
+		return fmt.Errorf("find %s in switch netns: %w", hostEnd, err)
+	}
+	if err := h.sw.LinkSetUp(hostLink); err != nil {
+		return fmt.Errorf("set %s up: %w", hostEnd, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	plugged = true
+	if err := p.ovs.addPort(ctx, p.cfg.Bridge, hostEnd, map[string]string{
+		ExtSet: setID, ExtPort: port.ID, ExtHost: p.cfg.Host,
+	}); err != nil {
+		return fmt.Errorf("add %s to bridge %s: %w", hostEnd, p.cfg.Bridge, err)
+	}
+	return nil
+}
+
+// configureInside renames the peer to ifName in the netns of pid and gives
+// it its MAC, address, link state and (for the first port) default route.
+func (p *Plumber) configureInside(pid int, peer, ifName string, first bool, a portAddr) error {
+	ch, err := p.openPidNS(pid)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	if old, err := ch.LinkByName(ifName); err == nil {
+		// Stale plumbing from an earlier attempt: only a veth may be replaced.
+		if old.Type() != "veth" {
+			return fmt.Errorf("%s in netns of pid %d is a %s: %w", ifName, pid, old.Type(), ErrNotManaged)
+		}
+		if err := ch.LinkDel(old); err != nil {
+			return fmt.Errorf("remove stale %s: %w", ifName, err)
+		}
+	} else if !isNotFound(err) {
+		return err
+	}
+	l, err := ch.LinkByName(peer)
+	if err != nil {
+		return fmt.Errorf("find %s in netns of pid %d: %w", peer, pid, err)
+	}
+	if err := ch.LinkSetName(l, ifName); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", peer, ifName, err)
+	}
+	if err := ch.LinkSetHardwareAddr(l, a.mac); err != nil {
+		return fmt.Errorf("set mac of %s: %w", ifName, err)
+	}
+	if err := ch.AddrAdd(l, &netlink.Addr{IPNet: a.ipnet}); err != nil {
+		return fmt.Errorf("add address %s to %s: %w", a.ipnet, ifName, err)
+	}
+	if err := ch.LinkSetUp(l); err != nil {
+		return fmt.Errorf("set %s up: %w", ifName, err)
+	}
+	if lo, err := ch.LinkByName("lo"); err == nil {
+		if err := ch.LinkSetUp(lo); err != nil {
+			return fmt.Errorf("set lo up: %w", err)
+		}
+	}
+	if first && a.gw != nil {
+		r := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: a.gw}
+		if err := ch.RouteReplace(r); err != nil {
+			return fmt.Errorf("default route via %s: %w", a.gw, err)
+		}
+	}
+	return nil
+}
+
+func (p *Plumber) disableOffloads(ctx context.Context, dev string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, p.cfg.EthtoolBinary, "-K", dev, "tx", "off", "tso", "off", "gso", "off").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ethtool -K %s: %w: %s", dev, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// removeOwnedLink deletes link name if it is ours (our alias, or an unmarked
+// veth whose name is derived from a port ID, left by an interrupted plumb).
+func (p *Plumber) removeOwnedLink(h *netlink.Handle, name string) error {
+	l, err := h.LinkByName(name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find %s: %w", name, err)
+	}
+	alias := l.Attrs().Alias
+	if _, _, ours := p.parseAlias(alias); !ours && (alias != "" || l.Type() != "veth") {
+		return fmt.Errorf("link %s (alias %q): %w", name, alias, ErrNotManaged)
+	}
+	if err := h.LinkDel(l); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// Unplumb removes a port from the bridge and deletes its veth (which takes
+// the interface inside the set's netns with it).
+func (p *Plumber) Unplumb(ctx context.Context, port observed.Port) error {
+	hostEnd, peer := IfNames(port.PortID)
+	if port.Iface != "" {
+		hostEnd = port.Iface
+	}
+	if err := p.ovs.delPort(ctx, hostEnd); err != nil {
+		return err
+	}
+	h, err := p.open()
+	if err != nil {
+		return err
+	}
+	defer h.close()
+	var errs []error
+	for _, x := range []struct {
+		h    *netlink.Handle
+		name string
+	}{{h.sw, hostEnd}, {h.agent, hostEnd}, {h.agent, peer}} {
+		if err := p.removeOwnedLink(x.h, x.name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Counters returns a port's traffic counters as the set sees them (the
+// host-side veth end's transmit counters are the set's receive ones).
+func (p *Plumber) Counters(ctx context.Context, port observed.Port) (schema.NICStats, error) {
+	var st schema.NICStats
+	if err := ctx.Err(); err != nil {
+		return st, err
+	}
+	hostEnd, _ := IfNames(port.PortID)
+	if port.Iface != "" {
+		hostEnd = port.Iface
+	}
+	h, err := p.open()
+	if err != nil {
+		return st, err
+	}
+	defer h.close()
+	l, err := h.sw.LinkByName(hostEnd)
+	if err != nil {
+		return st, fmt.Errorf("find %s: %w", hostEnd, err)
+	}
+	s := l.Attrs().Statistics
+	if s == nil {
+		return st, fmt.Errorf("%s has no statistics", hostEnd)
+	}
+	st.RxOctets, st.RxPackets, st.RxDrop = s.TxBytes, s.TxPackets, s.TxDropped
+	st.TxOctets, st.TxPackets, st.TxDrop = s.RxBytes, s.RxPackets, s.RxDropped
+	return st, nil
+}
