@@ -223,6 +223,9 @@ type SetLimits struct {
 	VCPUs    int `json:"vcpus"`
 	MemoryMB int `json:"memory_mb"`
 	DiskGB   int `json:"disk_gb"`
+	// CPUMillis, when set, is the CPU limit in thousandths of a CPU and
+	// overrides VCPUs (a set's container may get half a CPU: 500).
+	CPUMillis int `json:"cpu_millis,omitempty"`
 	// Pids caps the number of processes per container (0: the agent's
 	// default, --pids-limit). Added by the hostagent.
 	Pids int `json:"pids,omitempty"`

@@ -369,7 +369,9 @@ func AppResources(l schema.SetLimits, pidsLimit int64) container.Resources {
 		pidsLimit = int64(l.Pids)
 	}
 	r := container.Resources{PidsLimit: &pidsLimit}
-	if l.VCPUs > 0 {
+	if l.CPUMillis > 0 {
+		r.NanoCPUs = int64(l.CPUMillis) * 1e6
+	} else if l.VCPUs > 0 {
 		r.NanoCPUs = int64(l.VCPUs) * 1e9
 	}
 	if l.MemoryMB > 0 {

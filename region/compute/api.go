@@ -129,6 +129,10 @@ func New(cfg Config, extra func(r *mux.Router)) http.Handler {
 	v.Handle("/servers/{id}/remote-consoles", a.wrap(a.write(a.remoteConsole))).Methods(http.MethodPost)
 	v.Handle("/os-availability-zone", a.wrap(a.availabilityZones(false))).Methods(http.MethodGet)
 	v.Handle("/os-availability-zone/detail", a.wrap(a.availabilityZones(true))).Methods(http.MethodGet)
+	v.Handle("/berth-sets", a.wrap(a.listSets)).Methods(http.MethodGet)
+	v.Handle("/berth-sets", a.wrap(a.write(a.createSet))).Methods(http.MethodPost)
+	v.Handle("/berth-sets/{id}", a.wrap(a.showSet)).Methods(http.MethodGet)
+	v.Handle("/berth-sets/{id}", a.wrap(a.write(a.deleteServer))).Methods(http.MethodDelete)
 	v.Handle("/berth-hosts", a.wrap(a.berthHosts)).Methods(http.MethodGet)
 	v.Handle("/berth-hosts/{name}", a.wrap(a.berthHosts)).Methods(http.MethodGet)
 

@@ -81,6 +81,11 @@ func fakeKeystone(t *testing.T) *httptest.Server {
 func fakeGlance(t *testing.T) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
+		case r.URL.Path == "/v2/images" && r.URL.Query().Get("name") == "demo":
+			_ = json.NewEncoder(w).Encode(map[string]any{"images": []imageclient.Image{{ID: demoImage, Name: "demo",
+				Status: "active", ContainerFormat: "docker", DiskFormat: "raw", DockerImageID: "sha256:abc"}}})
+		case r.URL.Path == "/v2/images":
+			_ = json.NewEncoder(w).Encode(map[string]any{"images": []imageclient.Image{}})
 		case r.URL.Path == "/v2/images/"+demoImage:
 			_ = json.NewEncoder(w).Encode(imageclient.Image{ID: demoImage, Name: "demo", Status: "active",
 				ContainerFormat: "docker", DiskFormat: "raw", DockerImageID: "sha256:abc"})
@@ -985,5 +990,63 @@ func TestDesiredDataPath(t *testing.T) {
 	if len(egress) != 1 || len(egress[0].Remote) != 0 || len(ingress) != 1 ||
 		strings.Join(ingress[0].Remote, ",") != a.IP+"/32,"+b.IP+"/32" {
 		t.Errorf("rules = %+v, want egress any and ingress from %s and %s", a.Rules, a.IP, b.IP)
+	}
+}
+
+func TestSetAPI(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.registerHost(t, "h1", 8192)
+	demo := e.client("demo-token")
+	body := map[string]any{"set": map[string]any{
+		"name": "web", "flavorRef": "m1.small",
+		"containers": []map[string]any{
+			{"name": "app", "image": demoImage, "command": []string{"httpd", "-f"},
+				"volumes": []map[string]string{{"name": "www", "path": "/www"}}, "limits": map[string]any{"vcpus": 0.5, "memory_mb": 256},
+				"restart": "always"},
+			{"name": "logship", "image": "demo", "role": "sidecar",
+				"volumes": []map[string]string{{"name": "www", "path": "/www"}}},
+		},
+	}}
+	var out struct {
+		Set struct {
+			ID         string           `json:"id"`
+			Status     string           `json:"status"`
+			Containers []map[string]any `json:"containers"`
+		} `json:"set"`
+	}
+	resp, err := demo.Post(ctx, e.url+"/v2.1/berth-sets", body, &out, &gophercloud.RequestOpts{OkCodes: []int{202}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Header.Get("Location") == "" || out.Set.Status != "BUILD" || len(out.Set.Containers) != 2 {
+		t.Fatalf("create set = %+v, want BUILD with two containers and a Location", out.Set)
+	}
+	ds := e.desired(t, "h1")
+	cs := ds.Sets[0].Containers
+	if len(cs) != 2 || cs[0].Limits == nil || cs[0].Limits.CPUMillis != 500 || cs[1].Role != schema.RoleSidecar ||
+		cs[1].Image.DockerImageID != "sha256:abc" || cs[0].Volumes[0].Volume != "www" {
+		t.Errorf("desired containers = %+v, want app (500 mCPU, volume www) and a sidecar resolved by image name", cs)
+	}
+	// The set is a server: it shows in the server list and goes ACTIVE.
+	e.converge(t, "h1", schema.PowerRunning, nil)
+	if s, err := servers.Get(ctx, demo, out.Set.ID).Extract(); err != nil || s.Status != "ACTIVE" {
+		t.Errorf("set as a server: %v %v, want ACTIVE", s, err)
+	}
+	for name, bad := range map[string]map[string]any{
+		"host path volume":   {"name": "x", "image": demoImage, "volumes": []map[string]string{{"name": "v", "path": "/proc/x"}}},
+		"bad name":           {"name": "Infra!", "image": demoImage},
+		"no such image":      {"name": "x", "image": "nope"},
+		"limits over flavor": {"name": "x", "image": demoImage, "limits": map[string]any{"memory_mb": 999999}},
+		"privileged":         {"name": "x", "image": demoImage, "privileged": true},
+	} {
+		_, err := demo.Post(ctx, e.url+"/v2.1/berth-sets", map[string]any{"set": map[string]any{
+			"name": "bad", "flavorRef": "1", "containers": []map[string]any{bad}}}, nil, &gophercloud.RequestOpts{OkCodes: []int{202}})
+		if faultCode(err) != 400 {
+			t.Errorf("%s: %v, want 400", name, err)
+		}
+	}
+	if _, err := e.client("alt-token").Get(ctx, e.url+"/v2.1/berth-sets/"+out.Set.ID, nil, nil); faultCode(err) != 404 {
+		t.Errorf("alt sees demo's set: %v, want 404", err)
 	}
 }

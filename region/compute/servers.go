@@ -243,26 +243,17 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 		if maxCount > 1 {
 			name = fmt.Sprintf("%s-%d", sc.Name, i)
 		}
-		candidates, reason, err := a.rank(r.Context(), scheduler.Request{
-			VCPUs: flavor.VCPUs, MemoryMB: flavor.RAMMB, DiskGB: flavor.DiskGB,
-			ForceHost: forceHost, Now: time.Now(), Grace: a.cfg.HostGrace,
-		})
-		if err != nil {
-			return err
-		}
-		srv, err := a.cfg.Store.CreateServer(r.Context(), store.NewServer{
+		srv, err := a.place(r, store.NewServer{
 			ID: uuid.NewString(), ProjectID: id.ProjectID, UserID: id.UserID, Name: name,
 			Description: sc.Description, ImageID: img.ID, DockerImageID: img.DockerImageID, Flavor: flavor,
 			Metadata: sc.Metadata, AvailabilityZone: az, AccessIPv4: sc.AccessIPv4, AccessIPv6: sc.AccessIPv6,
 			Networks: networks, RequestID: httpx.RequestID(r.Context()),
 			KeyName: sc.KeyName, AuthorizedKeys: authorizedKeys, UserData: sc.UserData, Files: files,
 			GroupID: groupID,
-		}, candidates, a.cfg.HostGrace, reason)
+		}, forceHost)
 		if err != nil {
 			return err
 		}
-		a.log.Info("server created", "server_id", srv.ID, "host", srv.Host.String, "status", srv.Status(),
-			"request_id", httpx.RequestID(r.Context()))
 		if first == nil {
 			first = srv
 		}
@@ -274,6 +265,25 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 		SecurityGroups: []schema.SecurityGroupRef{{Name: "default"}},
 	}})
 	return nil
+}
+
+// place schedules and records a new server (or set).
+func (a *API) place(r *http.Request, ns store.NewServer, forceHost string) (*store.Server, error) {
+	f := ns.Flavor
+	candidates, reason, err := a.rank(r.Context(), scheduler.Request{
+		VCPUs: f.VCPUs, MemoryMB: f.RAMMB, DiskGB: f.DiskGB,
+		ForceHost: forceHost, Now: time.Now(), Grace: a.cfg.HostGrace,
+	})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := a.cfg.Store.CreateServer(r.Context(), ns, candidates, a.cfg.HostGrace, reason)
+	if err != nil {
+		return nil, err
+	}
+	a.log.Info("server created", "server_id", srv.ID, "host", srv.Host.String, "status", srv.Status(),
+		"request_id", ns.RequestID)
+	return srv, nil
 }
 
 // personalityFiles checks personality files against Nova's default limits

@@ -152,3 +152,39 @@ func (c *Client) Delete(ctx context.Context, token, id string) error {
 
 // BaseURL is imagesvc's base URL.
 func (c *Client) BaseURL() string { return c.base }
+
+// Find returns an image by id or, failing that, by its unique name, as
+// the CLIs resolve names. NotFound when none matches; Conflict when the
+// name is ambiguous.
+func (c *Client) Find(ctx context.Context, token, ref string) (*Image, error) {
+	img, err := c.Get(ctx, token, ref)
+	if err == nil || !apierr.Is(err, apierr.NotFound) {
+		return img, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v2/images?name="+url.QueryEscape(ref), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("X-Auth-Token", token)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, apierr.Wrap(err, apierr.Unavailable, "The image service is unavailable.")
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, apierr.NotFoundf("Image %s could not be found.", ref)
+	}
+	var list struct {
+		Images []Image `json:"images"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&list); err != nil {
+		return nil, apierr.Wrap(err, apierr.Unavailable, "The image service sent an unreadable list.")
+	}
+	switch len(list.Images) {
+	case 0:
+		return nil, apierr.NotFoundf("Image %s could not be found.", ref)
+	case 1:
+		return &list.Images[0], nil
+	}
+	return nil, apierr.Conflictf("More than one image is named %s; use its ID.", ref)
+}

@@ -223,6 +223,9 @@ func (s *Store) DesiredForHost(ctx context.Context, host string) (*schema.Desire
 				NetRaw: specIs(srv.ExtraSpecs, "berth:net_raw", "true"),
 			}
 			_ = json.Unmarshal(srv.Personality, &ds.Files)
+			if len(srv.SetSpec) > 0 {
+				_ = json.Unmarshal(srv.SetSpec, &ds.Containers)
+			}
 			bw := bandwidthOf(srv.ExtraSpecs)
 			for _, p := range ports[srv.ID] {
 				sp, err := setPort(ctx, tx, &p, bw)

@@ -62,6 +62,7 @@ type Server struct {
 	LockedBy           sql.NullString  `db:"locked_by"`
 	Tags               pq.StringArray  `db:"tags"`
 	ExtraSpecs         json.RawMessage `db:"extra_specs"`
+	SetSpec            []byte          `db:"set_spec"`
 
 	Ports []Port `db:"-"`
 }
@@ -80,7 +81,7 @@ const serverCols = `id, project_id, user_id, name, description, host, availabili
 	docker_image_id, flavor_id, vcpus, ram_mb, disk_gb, vm_state, task_state, power_state, progress,
 	desired_state, generation, observed_generation, containers, fault, metadata, key_name, user_data,
 	access_ipv4, access_ipv6, locked, launched_at, terminated_at, created_at, updated_at, deleted_at,
-	reboot_seq, reboot_hard, old_flavor, authorized_keys, personality, locked_by, tags, extra_specs`
+	reboot_seq, reboot_hard, old_flavor, authorized_keys, personality, locked_by, tags, extra_specs, set_spec`
 
 // Scope is whose servers a caller may see: one project, or every project
 // for an admin.
@@ -114,6 +115,8 @@ type NewServer struct {
 	Files []schema.SetFile
 	// GroupID is the server group (scheduler hint "group") to join.
 	GroupID string
+	// Containers, for a set made with the set API.
+	Containers []schema.SetContainer
 }
 
 // CreateServer records a new server and places it in one transaction: the
@@ -130,6 +133,10 @@ func (s *Store) CreateServer(ctx context.Context, ns NewServer, candidates []str
 	if ns.Files == nil {
 		personality = []byte("[]")
 	}
+	var setSpec []byte
+	if len(ns.Containers) > 0 {
+		setSpec, _ = json.Marshal(ns.Containers)
+	}
 	f := ns.Flavor
 	var out *Server
 	err := s.tx(ctx, func(tx *sqlx.Tx) error {
@@ -139,12 +146,12 @@ func (s *Store) CreateServer(ctx context.Context, ns NewServer, candidates []str
 		_, err := tx.ExecContext(ctx, `INSERT INTO servers (id, project_id, user_id, name, description,
 				availability_zone, image_id, docker_image_id, flavor_id, vcpus, ram_mb, disk_gb, vm_state,
 				task_state, metadata, key_name, user_data, access_ipv4, access_ipv6, authorized_keys, personality,
-				extra_specs)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)`,
+				extra_specs, set_spec)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23)`,
 			ns.ID, ns.ProjectID, ns.UserID, ns.Name, ns.Description, ns.AvailabilityZone, ns.ImageID,
 			ns.DockerImageID, f.ID, f.VCPUs, f.RAMMB, f.DiskGB, novastate.Building, novastate.TaskScheduling,
 			meta, nullable(ns.KeyName), nullable(ns.UserData), ns.AccessIPv4, ns.AccessIPv6,
-			nullable(ns.AuthorizedKeys), personality, specsOf(f))
+			nullable(ns.AuthorizedKeys), personality, specsOf(f), setSpec)
 		if err != nil {
 			if pgdb.IsUniqueViolation(err) {
 				return apierr.Conflictf("Server %s already exists.", ns.ID)
