@@ -50,9 +50,10 @@ func (a *API) actions() map[string]actionFunc {
 		"os-getConsoleOutput": a.consoleOutput, "os-getSerialConsole": a.serialConsole,
 		"os-resetState": a.resetState, "forceDelete": a.forceDelete,
 		"berth-syncStatus": a.syncStatus, "berth-putFile": a.putFile, "berth-getFile": a.getFile,
+		"addSecurityGroup": a.changeServerGroup(true), "removeSecurityGroup": a.changeServerGroup(false),
 	}
 	for _, name := range []string{"createBackup", "os-migrateLive", "migrate", "evacuate",
-		"addSecurityGroup", "removeSecurityGroup", "restore", "shelve", "unshelve", "shelveOffload",
+		"restore", "shelve", "unshelve", "shelveOffload",
 		"rescue", "unrescue", "os-getVNCConsole", "os-getSPICEConsole", "os-getRDPConsole",
 		"trigger_crash_dump", "injectNetworkInfo", "resetNetwork", "addFixedIp", "removeFixedIp",
 		"addFloatingIp", "removeFloatingIp"} {

@@ -378,3 +378,29 @@ func (a *API) consoleURL(r *http.Request, c store.Caller, id string) (string, er
 	}
 	return "ws" + strings.TrimPrefix(a.baseURL(r), "http") + "/berth-console/?token=" + token, nil
 }
+
+// diagnostics is GET /servers/{id}/diagnostics (admin): the set's counters
+// in the free-form shape Nova drivers return before 2.48.
+func (a *API) diagnostics(w http.ResponseWriter, r *http.Request) error {
+	id := mux.Vars(r)["id"]
+	_, agent, err := a.agentOf(r.Context(), caller(r), id, "get diagnostics",
+		novastate.Active, novastate.Paused, novastate.Suspended, novastate.Resized)
+	if err != nil {
+		return err
+	}
+	d, err := a.cfg.Agents.Diagnostics(r.Context(), agent, id)
+	if err != nil {
+		return err
+	}
+	out := map[string]any{
+		"state": d.State, "uptime": d.Uptime, "cpu0_time": d.CPUTimeNS,
+		"memory": d.MemoryBytes / 1024, "memory-limit": d.MemoryLimit / 1024, "pids": d.Pids,
+	}
+	for i, n := range d.NICs {
+		p := "tap" + strconv.Itoa(i)
+		out[p+"_rx"], out[p+"_rx_packets"], out[p+"_rx_drop"] = n.RxOctets, n.RxPackets, n.RxDrop
+		out[p+"_tx"], out[p+"_tx_packets"], out[p+"_tx_drop"] = n.TxOctets, n.TxPackets, n.TxDrop
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
+	return nil
+}

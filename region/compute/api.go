@@ -109,6 +109,15 @@ func New(cfg Config, extra func(r *mux.Router)) http.Handler {
 	v.Handle("/os-keypairs/{name}", a.wrap(a.showKeypair)).Methods(http.MethodGet)
 	v.Handle("/os-keypairs/{name}", a.wrap(a.write(a.deleteKeypair))).Methods(http.MethodDelete)
 
+	v.Handle("/os-security-groups", a.wrap(a.listNovaGroups)).Methods(http.MethodGet)
+	v.Handle("/os-security-groups", a.wrap(a.write(a.createNovaGroup))).Methods(http.MethodPost)
+	v.Handle("/os-security-groups/{id}", a.wrap(a.showNovaGroup)).Methods(http.MethodGet)
+	v.Handle("/os-security-groups/{id}", a.wrap(a.write(a.deleteNovaGroup))).Methods(http.MethodDelete)
+	v.Handle("/os-security-group-rules", a.wrap(a.write(a.createNovaRule))).Methods(http.MethodPost)
+	v.Handle("/os-security-group-rules/{id}", a.wrap(a.write(a.deleteNovaRule))).Methods(http.MethodDelete)
+	v.Handle("/servers/{id}/os-security-groups", a.wrap(a.serverGroups)).Methods(http.MethodGet)
+	v.Handle("/servers/{id}/diagnostics", a.wrap(a.adminOnly(a.diagnostics))).Methods(http.MethodGet)
+
 	v.Handle("/os-server-groups", a.wrap(a.listServerGroups)).Methods(http.MethodGet)
 	v.Handle("/os-server-groups", a.wrap(a.write(a.createServerGroup))).Methods(http.MethodPost)
 	v.Handle("/os-server-groups/{id}", a.wrap(a.showServerGroup)).Methods(http.MethodGet)

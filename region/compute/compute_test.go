@@ -20,6 +20,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/keypairs"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/limits"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/quotasets"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/secgroups"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servergroups"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gorilla/mux"
@@ -1048,5 +1049,53 @@ func TestSetAPI(t *testing.T) {
 	}
 	if _, err := e.client("alt-token").Get(ctx, e.url+"/v2.1/berth-sets/"+out.Set.ID, nil, nil); faultCode(err) != 404 {
 		t.Errorf("alt sees demo's set: %v, want 404", err)
+	}
+}
+
+func TestComputeSecurityGroupProxies(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.registerHost(t, "h1", 8192)
+	demo := e.client("demo-token")
+	g, err := secgroups.Create(ctx, demo, secgroups.CreateOpts{Name: "web", Description: "web servers"}).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := secgroups.CreateRule(ctx, demo, secgroups.CreateRuleOpts{ParentGroupID: g.ID, FromPort: 80, ToPort: 80,
+		IPProtocol: "tcp", CIDR: "0.0.0.0/0"}).Extract(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := servers.Create(ctx, demo, servers.CreateOpts{Name: "sg", ImageRef: demoImage, FlavorRef: "1"}, nil).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := e.desired(t, "h1").Sets[0].Generation
+	if err := secgroups.AddServer(ctx, demo, srv.ID, "web").ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	ds := e.desired(t, "h1").Sets[0]
+	found := false
+	for _, r := range ds.Ports[0].Rules {
+		found = found || (r.Protocol == "tcp" && r.PortMin == 80 && r.PortMax == 80)
+	}
+	if !found || ds.Generation <= gen {
+		t.Errorf("after addSecurityGroup the desired port rules are %+v (generation %d→%d), want tcp/80 and a newer generation", ds.Ports[0].Rules, gen, ds.Generation)
+	}
+	pages, _ := secgroups.ListByServer(demo, srv.ID).AllPages(ctx)
+	list, _ := secgroups.ExtractSecurityGroups(pages)
+	if len(list) != 2 {
+		t.Errorf("server groups = %+v, want default and web", list)
+	}
+	if err := secgroups.RemoveServer(ctx, demo, srv.ID, "web").ExtractErr(); err != nil {
+		t.Error(err)
+	}
+	if err := secgroups.RemoveServer(ctx, demo, srv.ID, "web").ExtractErr(); faultCode(err) != 404 {
+		t.Errorf("remove a group the server lacks: %v, want 404", err)
+	}
+	if err := secgroups.AddServer(ctx, demo, srv.ID, "nope").ExtractErr(); faultCode(err) != 404 {
+		t.Errorf("add unknown group: %v, want 404", err)
+	}
+	if _, err := secgroups.Get(ctx, e.client("alt-token"), g.ID).Extract(); faultCode(err) != 404 {
+		t.Errorf("alt sees demo's group: %v, want 404", err)
 	}
 }

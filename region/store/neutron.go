@@ -754,3 +754,69 @@ func touchGroupServers(ctx context.Context, tx *sqlx.Tx, groupID string) error {
 	}
 	return nil
 }
+
+// ServerSecurityGroups lists the groups on any port of a server.
+func (s *Store) ServerSecurityGroups(ctx context.Context, serverID string) ([]SecurityGroup, error) {
+	var ids []string
+	if err := s.db.SelectContext(ctx, &ids, `SELECT DISTINCT g.group_id::text FROM port_security_groups g
+		JOIN ports p ON p.id = g.port_id WHERE p.server_id = $1 ORDER BY 1`, serverID); err != nil {
+		return nil, err
+	}
+	out := make([]SecurityGroup, 0, len(ids))
+	for _, id := range ids {
+		g, err := loadGroup(ctx, s.db, Scope{AllProjects: true}, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *g)
+	}
+	return out, nil
+}
+
+// SetServerSecurityGroup adds the project's group called name to every
+// port of a server (or removes it), as Nova's add/removeSecurityGroup do.
+func (s *Store) SetServerSecurityGroup(ctx context.Context, serverID, projectID, name string, add bool) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		if name == "default" {
+			if _, err := ensureDefaultGroup(ctx, tx, projectID); err != nil {
+				return err
+			}
+		}
+		var ids []string
+		if err := tx.SelectContext(ctx, &ids, `SELECT id::text FROM security_groups WHERE project_id = $1 AND (name = $2 OR id::text = $2)`,
+			projectID, name); err != nil {
+			return err
+		}
+		switch len(ids) {
+		case 0:
+			return apierr.NotFoundf("Security group %s not found for project %s.", name, projectID)
+		case 1:
+		default:
+			return apierr.Conflictf("Multiple security groups are named %s; use the group's id.", name)
+		}
+		var ports []string
+		if err := tx.SelectContext(ctx, &ports, `SELECT id::text FROM ports WHERE server_id = $1`, serverID); err != nil {
+			return err
+		}
+		if len(ports) == 0 {
+			return apierr.Invalidf("Server %s has no ports.", serverID)
+		}
+		for _, p := range ports {
+			if add {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO port_security_groups (port_id, group_id) VALUES ($1, $2)
+					ON CONFLICT DO NOTHING`, p, ids[0]); err != nil {
+					return err
+				}
+			} else {
+				res, err := tx.ExecContext(ctx, `DELETE FROM port_security_groups WHERE port_id = $1 AND group_id = $2`, p, ids[0])
+				if err != nil {
+					return err
+				}
+				if n, _ := res.RowsAffected(); n == 0 {
+					return apierr.NotFoundf("Security group %s not associated with the instance %s", name, serverID)
+				}
+			}
+		}
+		return touchServerOfPort(ctx, tx, serverID)
+	})
+}
