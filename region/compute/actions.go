@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -15,6 +16,7 @@ import (
 	"berth/internal/httpx"
 	"berth/region/imageclient"
 	"berth/region/novastate"
+	"berth/region/scheduler"
 	"berth/region/store"
 	"berth/schema"
 )
@@ -51,8 +53,9 @@ func (a *API) actions() map[string]actionFunc {
 		"os-resetState": a.resetState, "forceDelete": a.forceDelete,
 		"berth-syncStatus": a.syncStatus, "berth-putFile": a.putFile, "berth-getFile": a.getFile,
 		"addSecurityGroup": a.changeServerGroup(true), "removeSecurityGroup": a.changeServerGroup(false),
+		"migrate": a.move(false), "evacuate": a.move(true),
 	}
-	for _, name := range []string{"createBackup", "os-migrateLive", "migrate", "evacuate",
+	for _, name := range []string{"createBackup", "os-migrateLive",
 		"restore", "shelve", "unshelve", "shelveOffload",
 		"rescue", "unrescue", "os-getVNCConsole", "os-getSPICEConsole", "os-getRDPConsole",
 		"trigger_crash_dump", "injectNetworkInfo", "resetNetwork", "addFixedIp", "removeFixedIp",
@@ -323,4 +326,57 @@ func (a *API) showInstanceAction(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	return apierr.NotFoundf("Action for request_id %s on instance %s not found", vars["req"], vars["id"])
+}
+
+// move is the admin's migrate (null at 2.1) and evacuate ({"host"?,
+// "onSharedStorage", "adminPass"?}): the set is re-created on another
+// host with the same id, ports and addresses.
+func (a *API) move(evacuate bool) actionFunc {
+	return func(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+		name := map[bool]string{false: "migrate", true: "evacuate"}[evacuate]
+		if !c.Admin {
+			return apierr.Forbiddenf("Policy doesn't allow os_compute_api:os-%s-server to be performed.", name)
+		}
+		host := ""
+		if evacuate {
+			var body struct {
+				Host            string `json:"host"`
+				OnSharedStorage *bool  `json:"onSharedStorage"`
+				AdminPass       string `json:"adminPass"`
+			}
+			if err := decodeArg(name, arg, &body); err != nil {
+				return err
+			}
+			if body.AdminPass != "" {
+				return apierr.Invalidf("Berth cannot set a password on evacuate; use changePassword.")
+			}
+			host = body.Host
+		} else if !isNullArg(arg) {
+			return apierr.Invalidf("Invalid input for field/attribute migrate. Value: %s. None is required.", string(arg))
+		}
+		srv, err := a.cfg.Store.FindServer(r.Context(), c.Scope, id)
+		if err != nil {
+			return err
+		}
+		candidates, _, err := a.rank(r.Context(), scheduler.Request{VCPUs: srv.VCPUs, MemoryMB: srv.RAMMB,
+			DiskGB: srv.DiskGB, ForceHost: host, Now: time.Now(), Grace: a.cfg.HostGrace})
+		if err != nil {
+			return err
+		}
+		moved, err := a.cfg.Store.Move(r.Context(), c, id, candidates, evacuate, a.cfg.HostGrace)
+		if err != nil {
+			return err
+		}
+		a.log.Info("server moving", "action", name, "server_id", id, "from", srv.Host.String, "to", moved.Host.String,
+			"request_id", c.RequestID)
+		switch {
+		case evacuate && versionOf(r.Context()).Less(Microversion{2, 14}):
+			httpx.WriteJSON(w, http.StatusOK, map[string]string{"adminPass": ""})
+		case evacuate:
+			w.WriteHeader(http.StatusOK)
+		default:
+			w.WriteHeader(http.StatusAccepted)
+		}
+		return nil
+	}
 }

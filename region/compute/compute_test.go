@@ -1099,3 +1099,69 @@ func TestComputeSecurityGroupProxies(t *testing.T) {
 		t.Errorf("alt sees demo's group: %v, want 404", err)
 	}
 }
+
+func TestMigrateAndEvacuate(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.registerHost(t, "h1", 8192)
+	demo, admin := e.client("demo-token"), e.client("admin-token")
+	srv, err := servers.Create(ctx, demo, servers.CreateOpts{Name: "mover", ImageRef: demoImage, FlavorRef: "1"}, nil).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.converge(t, "h1", schema.PowerRunning, nil)
+	ip := e.desired(t, "h1").Sets[0].Ports[0].IP
+	if err := servers.Migrate(ctx, demo, srv.ID).ExtractErr(); faultCode(err) != 403 {
+		t.Errorf("member migrate: %v, want 403", err)
+	}
+	if err := servers.Migrate(ctx, admin, srv.ID).ExtractErr(); faultCode(err) != 400 {
+		t.Errorf("migrate with no other host: %v, want 400 no valid host", err)
+	}
+	e.registerHost(t, "h2", 8192)
+	if err := servers.Migrate(ctx, admin, srv.ID).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	if ds := e.desired(t, "h1"); len(ds.Sets) != 0 {
+		t.Errorf("h1 still desires %d sets after migrate, want 0 (its copy is reaped)", len(ds.Sets))
+	}
+	ds := e.desired(t, "h2")
+	if len(ds.Sets) != 1 || ds.Sets[0].Ports[0].IP != ip {
+		t.Fatalf("h2 desired = %+v, want the server with address %s", ds.Sets, ip)
+	}
+	if got, _ := servers.Get(ctx, demo, srv.ID).Extract(); got.Status != "MIGRATING" {
+		t.Errorf("while migrating: %s, want MIGRATING", got.Status)
+	}
+	// A stale report from the old host does not finish the move.
+	e.report(t, "h1", schema.ObservedSet{ID: srv.ID, Generation: ds.Sets[0].Generation, Exists: true, PowerState: schema.PowerRunning})
+	if got, _ := servers.Get(ctx, demo, srv.ID).Extract(); got.Status != "MIGRATING" {
+		t.Errorf("after the old host's report: %s, want still MIGRATING", got.Status)
+	}
+	e.converge(t, "h2", schema.PowerRunning, nil)
+	if got, _ := servers.Get(ctx, demo, srv.ID).Extract(); got.Status != "ACTIVE" {
+		t.Errorf("after the new host's report: %s, want ACTIVE", got.Status)
+	}
+	// Evacuate only from a host that is down.
+	if _, err := servers.Evacuate(ctx, admin, srv.ID, servers.EvacuateOpts{}).ExtractAdminPass(); faultCode(err) != 400 {
+		t.Errorf("evacuate from a live host: %v, want 400", err)
+	}
+	if _, err := e.store.DB().Exec(`UPDATE hosts SET last_heartbeat = now() - interval '10 minutes' WHERE name = 'h2'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := servers.Evacuate(ctx, admin, srv.ID, servers.EvacuateOpts{}).ExtractAdminPass(); err != nil {
+		t.Fatal(err)
+	}
+	if ds := e.desired(t, "h1"); len(ds.Sets) != 1 || ds.Sets[0].Ports[0].IP != ip {
+		t.Errorf("after evacuate h1 desires %+v, want the server back with %s", ds.Sets, ip)
+	}
+	e.converge(t, "h1", schema.PowerRunning, nil)
+	if got, _ := servers.Get(ctx, demo, srv.ID).Extract(); got.Status != "ACTIVE" {
+		t.Errorf("after evacuation: %s, want ACTIVE", got.Status)
+	}
+	for _, h := range []string{"h1", "h2"} {
+		hs, _ := e.store.FindHost(ctx, h)
+		want := map[string]int{"h1": 512, "h2": 0}[h]
+		if hs.MemoryMBUsed != want {
+			t.Errorf("%s holds %d MB, want %d", h, hs.MemoryMBUsed, want)
+		}
+	}
+}

@@ -436,6 +436,10 @@ func completes(srv *Server, obs *schema.ObservedSet, power int) (vm string, done
 		return novastate.Resized, limitsApplied(srv, obs) && matches(settled, power)
 	case novastate.TaskResizeReverting:
 		return settled, limitsApplied(srv, obs) && matches(settled, power)
+	case novastate.TaskMigrating:
+		// The report comes from the new host (ApplyObserved matches the
+		// server's host), so the set runs there now.
+		return settled, obs.Exists && matches(settled, power)
 	}
 	return "", false
 }

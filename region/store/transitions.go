@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -188,4 +190,87 @@ func (s *Store) FinishTask(ctx context.Context, id, task, errMsg string) error {
 		}
 		return finishAction(ctx, tx, actionID, errMsg)
 	})
+}
+
+// Move re-places a server on another host, keeping its id, ports and
+// addresses: the new host is claimed and the old one released in one
+// transaction, and both hosts are woken — the new one builds the set, the
+// old one finds it no longer desired and removes its copy. migrate moves
+// a server off a live host (task "migrating"); evacuate moves it off a
+// host that is down (task "rebuilding", as Nova shows an evacuation).
+func (s *Store) Move(ctx context.Context, c Caller, id string, candidates []string, evacuate bool, grace time.Duration) (*Server, error) {
+	var out *Server
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		srv, err := getServer(ctx, tx, c.Scope, id, true)
+		if err != nil {
+			return err
+		}
+		verb, task := "migrate", novastate.TaskMigrating
+		allowed := []string{novastate.Active, novastate.Stopped}
+		if evacuate {
+			verb, task = "evacuate", novastate.TaskRebuilding
+		}
+		if srv.TaskState.Valid {
+			return conflict(verb, id, "task_state", srv.TaskState.String)
+		}
+		if !slices.Contains(allowed, srv.VMState) {
+			return conflict(verb, id, "vm_state", srv.VMState)
+		}
+		if !srv.Host.Valid {
+			return conflict(verb, id, "vm_state", srv.VMState)
+		}
+		old := srv.Host.String
+		down, err := hostDown(ctx, tx, old, grace)
+		if err != nil {
+			return err
+		}
+		if evacuate && !down {
+			return apierr.Invalidf("Compute service of %s is still in use.", old)
+		}
+		if !evacuate && down {
+			return apierr.Conflictf("Compute service of %s is unavailable at this time.", old)
+		}
+		target := ""
+		for _, h := range candidates {
+			if h == old {
+				continue
+			}
+			ok, err := claimOn(ctx, tx, h, srv.VCPUs, srv.RAMMB, srv.DiskGB, grace)
+			if err != nil {
+				return err
+			}
+			if ok {
+				target = h
+				break
+			}
+		}
+		if target == "" {
+			return apierr.Invalidf("No valid host was found. There is no other host with room for server %s.", id)
+		}
+		if err := releaseOn(ctx, tx, old, srv.VCPUs, srv.RAMMB, srv.DiskGB); err != nil {
+			return err
+		}
+		actionID, err := startAction(ctx, tx, id, verb, c.RequestID, c.ProjectID, c.UserID)
+		if err != nil {
+			return err
+		}
+		if err := openEvent(ctx, tx, actionID, "compute_"+verb+"_instance", target); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE servers SET host = $2, task_state = $3, power_state = 0,
+			generation = generation + 1, updated_at = now() WHERE id = $1`, id, target, task); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE ports SET binding_host = $2 WHERE server_id = $1`, id, target); err != nil {
+			return err
+		}
+		for _, h := range []string{old, target} {
+			if err := notifyHost(ctx, tx, h); err != nil {
+				return err
+			}
+		}
+		out, err = getServer(ctx, tx, c.Scope, id, false)
+		return err
+	})
+	return out, err
 }
