@@ -203,7 +203,7 @@ func TestInteroperableImportWithGophercloud(t *testing.T) {
 		data     []byte
 	}{
 		{"plain", "bare", bytes.Repeat([]byte("import me "), 10000)},
-		{"docker", "docker", archivetest.Build(archivetest.Legacy, "i:1", archivetest.RandomLayer(1<<20)).Data},
+		{"docker", "docker", archivetest.Build(archivetest.Legacy, "i:1", archivetest.RandomLayer(256<<10)).Data},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img, err := images.Create(ctx, c, images.CreateOpts{Name: "imported", ContainerFormat: tc.cf, DiskFormat: "raw"}).Extract()

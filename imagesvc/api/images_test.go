@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/md5"
@@ -268,6 +269,7 @@ func TestCorruptDockerArchiveStaysQueued(t *testing.T) {
 		{"not a tar", bytes.Repeat([]byte("garbage!"), 4096)},
 		{"truncated", arc.Data[:len(arc.Data)/3]},
 		{"empty", []byte{}},
+		{"manifest references a missing layer", withoutLayer(t, arc.Data)},
 		{"layer bytes flipped", func() []byte {
 			b := append([]byte(nil), arc.Data...)
 			i := bytes.Index(b, []byte("layer.tar"))
@@ -383,4 +385,30 @@ func TestImageJSONShape(t *testing.T) {
 	if _, err := time.Parse(time.RFC3339, img["updated_at"].(string)); err != nil {
 		t.Errorf("updated_at: %v", err)
 	}
+}
+
+// withoutLayer copies a docker save archive leaving out its layer files
+// (manifest.json still lists them).
+func withoutLayer(t *testing.T, data []byte) []byte {
+	t.Helper()
+	tr := tar.NewReader(bytes.NewReader(data))
+	var out bytes.Buffer
+	tw := tar.NewWriter(&out)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(h.Name, "layer.tar") {
+			continue
+		}
+		body, _ := io.ReadAll(tr)
+		tw.WriteHeader(h)
+		tw.Write(body)
+	}
+	tw.Close()
+	return out.Bytes()
 }

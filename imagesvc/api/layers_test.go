@@ -35,7 +35,7 @@ func TestDockerDownloadIsByteForByte(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	c := e.client("p1", "member")
-	big := archivetest.RandomLayer(3 << 20)
+	big := archivetest.RandomLayer(1<<20 + 4096) // past what is kept in memory: spooled
 	small := archivetest.LayerTar(map[string]string{"etc/motd": "hi\n"})
 	for _, layout := range []archivetest.Layout{archivetest.Legacy, archivetest.OCI, archivetest.OCIGzip} {
 		arc := archivetest.Build(layout, "berth/app:1", big, small)
@@ -76,9 +76,9 @@ func TestDockerDownloadIsByteForByte(t *testing.T) {
 func TestLayersAreStoredOnceAcrossImagesAndProjects(t *testing.T) {
 	e := newEnv(t)
 	p1, p2 := e.ks.Issue("p1", "member"), e.ks.Issue("p2", "member")
-	base := archivetest.RandomLayer(2 << 20)
-	app1 := archivetest.RandomLayer(1 << 20)
-	app2 := archivetest.RandomLayer(1<<20 + 512)
+	base := archivetest.RandomLayer(1<<20 + 4096)
+	app1 := archivetest.RandomLayer(256 << 10)
+	app2 := archivetest.RandomLayer(256<<10 + 512)
 	one := archivetest.Build(archivetest.Legacy, "one:1", base, app1)
 	two := archivetest.Build(archivetest.Legacy, "two:1", base, app2)
 
@@ -163,7 +163,7 @@ func TestLayersAreStoredOnceAcrossImagesAndProjects(t *testing.T) {
 func TestCorruptBlobIsNotServedAsGood(t *testing.T) {
 	e := newEnv(t)
 	tok := e.ks.Issue("p1", "member")
-	layer := archivetest.RandomLayer(1 << 20)
+	layer := archivetest.RandomLayer(256 << 10)
 	arc := archivetest.Build(archivetest.Legacy, "x:1", layer)
 	id := e.uploadDocker(tok, "x", arc.Data)
 	// Flip a byte of the stored layer behind the service's back.
@@ -201,7 +201,7 @@ func TestLegacyDockerImagesAreConverted(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	tok := e.ks.Issue("p1", "member")
-	arc := archivetest.Build(archivetest.Legacy, "old:1", archivetest.RandomLayer(1<<20), archivetest.LayerTar(map[string]string{"a": "b"}))
+	arc := archivetest.Build(archivetest.Legacy, "old:1", archivetest.RandomLayer(256<<10), archivetest.LayerTar(map[string]string{"a": "b"}))
 	id := e.create(tok, `{"name": "old", "container_format": "docker", "disk_format": "raw"}`)["id"].(string)
 	key := "images/" + id
 	if _, err := e.blobs.Put(ctx, key, bytes.NewReader(arc.Data)); err != nil {

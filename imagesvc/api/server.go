@@ -61,9 +61,8 @@ type Config struct {
 
 // Server serves the API.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	projects *projectNotes
+	cfg Config
+	log *slog.Logger
 
 	// Background work (imports) runs under bg; Close cancels and waits.
 	bg     context.Context
@@ -87,8 +86,7 @@ func New(cfg Config) *Server {
 		cfg.Content = content.New(cfg.Blobs, cfg.Store, log)
 	}
 	bg, cancel := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, log: log.With("component", "imagesvc-api"), projects: newProjectNotes(cfg.Store),
-		bg: bg, cancel: cancel}
+	return &Server{cfg: cfg, log: log.With("component", "imagesvc-api"), bg: bg, cancel: cancel}
 }
 
 // Close stops background work (an import in flight is abandoned: its
@@ -210,7 +208,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		s.projects.note(r.Context(), id)
+		if id.ProjectID != "" && s.cfg.Store != nil {
+			// Registry names start with project names: remember them.
+			_ = s.cfg.Store.NoteProject(r.Context(), store.Project{ID: id.ProjectID, Name: id.ProjectName, DomainID: id.DomainID})
+		}
 		next.ServeHTTP(w, r.WithContext(keystone.WithIdentity(r.Context(), id)))
 	})
 }

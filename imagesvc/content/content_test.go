@@ -183,7 +183,7 @@ func TestGarbageCollection(t *testing.T) {
 func TestIngestAndBuild(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	base := archivetest.RandomLayer(2 << 20)
+	base := archivetest.RandomLayer(1<<20 + 4096)
 	top := archivetest.LayerTar(map[string]string{"etc/hostname": "x\n"})
 	arc := archivetest.Build(archivetest.OCIGzip, "x:1", base, top)
 	ing, err := e.c.IngestArchive(ctx, bytes.NewReader(arc.Data))

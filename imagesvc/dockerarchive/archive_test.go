@@ -211,7 +211,7 @@ func play(t *testing.T, pieces []dockerarchive.Piece) []byte {
 }
 
 func TestReadRecordsTheArchiveByteForByte(t *testing.T) {
-	big := archivetest.RandomLayer(3 << 20) // past what Read keeps in memory
+	big := archivetest.RandomLayer(1<<20 + 4096) // past what Read keeps in memory
 	small := archivetest.LayerTar(map[string]string{"etc/hostname": "berth\n"})
 	for _, tc := range []struct {
 		name   string
@@ -250,7 +250,7 @@ func TestReadRecordsTheArchiveByteForByte(t *testing.T) {
 }
 
 func TestBuildLoadsBack(t *testing.T) {
-	base := archivetest.RandomLayer(2 << 20)
+	base := archivetest.RandomLayer(1<<20 + 4096)
 	app := archivetest.LayerTar(map[string]string{"srv/app": "v2\n"})
 	arc := archivetest.Build(archivetest.OCIGzip, "x:1", base, app, base)
 	src, err := dockerarchive.Read(bytes.NewReader(arc.Data), &memSpool{})

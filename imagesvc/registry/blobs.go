@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -112,20 +113,22 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // deployment with several imagesvc replicas routes /blobs/uploads/<id>
 // to the replica that started it (the id is in the path, so a
 // consistent-hash load balancer rule does it).
+//
+// Lock order: Registry.mu is never held while taking upload.mu.
 type upload struct {
 	id, name, owner string
+	touched         atomic.Int64 // unix nanoseconds of the last request
 
-	mu      sync.Mutex
-	w       *content.Writer
-	d       *digest.Digester
-	touched time.Time
-	done    bool
+	mu   sync.Mutex
+	w    *content.Writer
+	d    *digest.Digester
+	done bool
 }
 
+func (u *upload) touch() { u.touched.Store(time.Now().UnixNano()) }
+
 func (u *upload) idleSince() time.Duration {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return time.Since(u.touched)
+	return time.Since(time.Unix(0, u.touched.Load()))
 }
 
 // discard drops the upload (it must not be locked).
@@ -192,7 +195,8 @@ func (g *Registry) startUpload(w http.ResponseWriter, r *http.Request, req *requ
 	if err != nil {
 		return err
 	}
-	u := &upload{id: uuid.NewString(), name: req.name, owner: req.owner, w: cw, d: digest.New(true), touched: time.Now()}
+	u := &upload{id: uuid.NewString(), name: req.name, owner: req.owner, w: cw, d: digest.New(true)}
+	u.touch()
 	if d := q.Get("digest"); d != "" {
 		// Monolithic upload: the body is the blob.
 		u.mu.Lock()
@@ -220,12 +224,12 @@ func (g *Registry) session(req *request) (*upload, error) {
 	if !ok || u.name != req.name || u.owner != req.owner {
 		return nil, uploadUnknown(req.ref)
 	}
+	u.touch()
 	u.mu.Lock()
 	if u.done {
 		u.mu.Unlock()
 		return nil, uploadUnknown(req.ref)
 	}
-	u.touched = time.Now()
 	return u, nil
 }
 

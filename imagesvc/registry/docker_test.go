@@ -14,6 +14,7 @@ import (
 
 	"berth/imagesvc/dockerarchive/archivetest"
 	"berth/imagesvc/imagesvctest"
+	"berth/imagesvc/registry"
 	"berth/internal/pgtest"
 )
 
@@ -248,5 +249,19 @@ func TestDockerPullMovesOnlyNewLayers(t *testing.T) {
 	}
 	if wire > newLayer*105/100 {
 		t.Errorf("second pull moved %d bytes on the wire, want at most 1.05 × the new layer's %d", wire, newLayer)
+	}
+
+	// A host agent pulls by image id with the agent token.
+	imgs := glanceImages(t, env, tok, "name=pulltest:v2")
+	if len(imgs) != 1 {
+		t.Fatalf("pulltest:v2 in Glance: %v", imgs)
+	}
+	agent := &dockerCLI{t: t, config: t.TempDir()}
+	agent.must("login", env.Host, "-u", registry.AgentUser, "-p", imagesvctest.AgentToken)
+	ref := env.Host + "/berth/image:" + imgs[0]["id"].(string)
+	d.cleanup(appArc.ImageID, ref)
+	agent.must("pull", ref)
+	if got := agent.imageID(ref); got != appArc.ImageID || got != imgs[0]["docker_image_id"] {
+		t.Errorf("agent pull by image id: %s, want %s", got, appArc.ImageID)
 	}
 }

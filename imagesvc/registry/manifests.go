@@ -332,7 +332,7 @@ func (g *Registry) tags(w http.ResponseWriter, r *http.Request, req *request) er
 	if next != "" {
 		w.Header().Set("Link", `</v2/`+req.name+`/tags/list?n=`+r.URL.Query().Get("n")+`&last=`+url.QueryEscape(next)+`>; rel="next"`)
 	}
-	return writeJSON(w, r, map[string]any{"name": req.name, "tags": page})
+	return writeJSON(w, map[string]any{"name": req.name, "tags": page})
 }
 
 // catalog is GET /v2/_catalog: the repositories of the caller's project.
@@ -370,7 +370,7 @@ func (g *Registry) catalog(w http.ResponseWriter, r *http.Request) error {
 	if next != "" {
 		w.Header().Set("Link", `</v2/_catalog?n=`+r.URL.Query().Get("n")+`&last=`+url.QueryEscape(next)+`>; rel="next"`)
 	}
-	return writeJSON(w, r, map[string]any{"repositories": page})
+	return writeJSON(w, map[string]any{"repositories": page})
 }
 
 // paginate applies ?n= and ?last= to a sorted list.
@@ -402,7 +402,7 @@ func paginate(r *http.Request, all []string) (page []string, next string, err er
 	return page, next, nil
 }
 
-func writeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+func writeJSON(w http.ResponseWriter, v any) error {
 	httpx.WriteJSON(w, http.StatusOK, v)
 	return nil
 }

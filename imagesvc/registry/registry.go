@@ -16,6 +16,7 @@ package registry
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -91,23 +92,28 @@ func (g *Registry) Stats() *Stats { return &g.stats }
 // Close drops every upload in flight.
 func (g *Registry) Close() {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	for id, u := range g.uploads {
+	all := g.uploads
+	g.uploads = map[string]*upload{}
+	g.mu.Unlock()
+	for _, u := range all {
 		u.discard()
-		delete(g.uploads, id)
 	}
 }
 
 // ExpireUploads drops uploads idle for longer than an hour.
 func (g *Registry) ExpireUploads() {
+	var idle []*upload
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	for id, u := range g.uploads {
 		if u.idleSince() > uploadIdle {
-			u.discard()
+			idle = append(idle, u)
 			delete(g.uploads, id)
-			g.log.Info("dropped an idle blob upload", "upload", id, "repository", u.name)
 		}
+	}
+	g.mu.Unlock()
+	for _, u := range idle {
+		u.discard()
+		g.log.Info("dropped an idle blob upload", "upload", u.id, "repository", u.name)
 	}
 }
 
@@ -153,7 +159,8 @@ func newErr(status int, code, format string, args ...any) *regError {
 // asRegError maps an error to a registry error: apierr kinds keep their
 // status with a generic code, anything else is a 500.
 func asRegError(err error) *regError {
-	if re, ok := err.(*regError); ok {
+	var re *regError
+	if errors.As(err, &re) {
 		return re
 	}
 	e := apierr.As(err)

@@ -195,6 +195,9 @@ func TestBaseAndAuthentication(t *testing.T) {
 	if env.KS.Passwords() != n {
 		t.Errorf("Keystone was asked %d more times for the same login", env.KS.Passwords()-n)
 	}
+	// Keystone unreachable: 503, not 401 (the password may be right).
+	env.KS.Close()
+	expect(t, "Keystone down", (&client{t: t, env: env, user: "bob", pass: "bob-pw"}).do("GET", "/v2/", nil), 503, "")
 }
 
 func TestPushPullAndTags(t *testing.T) {

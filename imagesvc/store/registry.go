@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -21,14 +22,36 @@ type Project struct {
 	DomainID string `db:"domain_id"`
 }
 
+// noteEvery is how often NoteProject writes the same project again.
+const noteEvery = 10 * time.Minute
+
+// projectNotes remembers which projects NoteProject wrote lately.
+type projectNotes struct {
+	mu   sync.Mutex
+	seen map[Project]time.Time
+}
+
 // NoteProject remembers a project's name (registry repository names start
-// with it). A project renamed, or a name reused by a new project, replaces
-// the old entry.
+// with it), writing it at most once per noteEvery per process. A project
+// renamed, or a name reused by a new project, replaces the old entry.
 func (s *Store) NoteProject(ctx context.Context, p Project) error {
 	if p.ID == "" || p.Name == "" {
 		return nil
 	}
-	return pgdb.Tx(ctx, s.db, nil, func(tx *sqlx.Tx) error {
+	s.notes.mu.Lock()
+	if s.notes.seen == nil || len(s.notes.seen) > 100000 {
+		s.notes.seen = map[Project]time.Time{}
+	}
+	last, ok := s.notes.seen[p]
+	fresh := ok && time.Since(last) < noteEvery
+	if !fresh {
+		s.notes.seen[p] = time.Now()
+	}
+	s.notes.mu.Unlock()
+	if fresh {
+		return nil
+	}
+	err := pgdb.Tx(ctx, s.db, nil, func(tx *sqlx.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM projects WHERE lower(name) = lower($1) AND domain_id = $2 AND id <> $3`,
 			p.Name, p.DomainID, p.ID); err != nil {
 			return fmt.Errorf("note project: %w", err)
@@ -41,6 +64,12 @@ func (s *Store) NoteProject(ctx context.Context, p Project) error {
 		}
 		return nil
 	})
+	if err != nil {
+		s.notes.mu.Lock()
+		delete(s.notes.seen, p)
+		s.notes.mu.Unlock()
+	}
+	return err
 }
 
 // FindProject returns the project whose id is ref or whose name is ref
@@ -225,11 +254,13 @@ func (s *Store) BlobAccessible(ctx context.Context, v Viewer, digest string) (bo
 	if v.ProjectID != "" {
 		grant = "EXISTS (SELECT 1 FROM blob_grants g WHERE g.digest = " + d + " AND g.project_id = " + q.arg(v.ProjectID) + ")"
 	}
+	// Each branch is an index lookup (config, manifest, layer blob).
 	var ok bool
-	err := s.db.GetContext(ctx, &ok, `SELECT `+grant+` OR EXISTS (
-			SELECT 1 FROM images i WHERE `+usable+` AND `+see+` AND (
-				i.config_digest = `+d+` OR i.manifest_digest = `+d+`
-				OR EXISTS (SELECT 1 FROM image_layers il WHERE il.image_id = i.id AND il.blob_digest = `+d+`)))`,
+	err := s.db.GetContext(ctx, &ok, `SELECT `+grant+`
+		OR EXISTS (SELECT 1 FROM images i WHERE i.config_digest = `+d+` AND `+usable+` AND `+see+`)
+		OR EXISTS (SELECT 1 FROM images i WHERE i.manifest_digest = `+d+` AND `+usable+` AND `+see+`)
+		OR EXISTS (SELECT 1 FROM image_layers il JOIN images i ON i.id = il.image_id
+			WHERE il.blob_digest = `+d+` AND `+usable+` AND `+see+`)`,
 		q.args...)
 	if err != nil {
 		return false, fmt.Errorf("blob access: %w", err)

@@ -41,7 +41,8 @@ const (
 type Store struct {
 	db *sqlx.DB
 	// Now is the clock (tests replace it).
-	Now func() time.Time
+	Now   func() time.Time
+	notes projectNotes
 }
 
 // New returns a store over db (already migrated).
