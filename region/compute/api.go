@@ -69,7 +69,9 @@ func New(cfg Config, extra func(r *mux.Router)) http.Handler {
 	root.Handle("/berth-console/", a.wrap(a.consoleProxy)).Methods(http.MethodGet)
 
 	v := root.PathPrefix("/v2.1").Subrouter()
-	v.NotFoundHandler = root.NotFoundHandler
+	// Unknown paths under /v2.1 still authenticate and negotiate first, as
+	// Nova does: no token is 401, an unsupported version 406, then 404.
+	v.NotFoundHandler = a.authenticate(a.microversion(root.NotFoundHandler))
 	v.MethodNotAllowedHandler = root.MethodNotAllowedHandler
 	v.Use(a.authenticate, a.microversion)
 
@@ -100,6 +102,9 @@ func New(cfg Config, extra func(r *mux.Router)) http.Handler {
 	v.Handle("/servers/{id}/metadata/{key}", a.wrap(a.write(a.deleteMetadataItem))).Methods(http.MethodDelete)
 	v.Handle("/servers/{id}/action", a.wrap(a.write(a.serverAction))).Methods(http.MethodPost)
 	v.Handle("/servers/{id}/ips", a.wrap(a.serverIPs)).Methods(http.MethodGet)
+	v.Handle("/servers/{id}/ips/{network}", a.wrap(a.serverIPs)).Methods(http.MethodGet)
+	v.Handle("/servers/{id}/os-interface", a.wrap(a.interfaces)).Methods(http.MethodGet)
+	v.Handle("/servers/{id}/os-interface/{port}", a.wrap(a.interfaces)).Methods(http.MethodGet)
 	v.Handle("/servers/{id}/berth-logs", a.wrap(a.logs)).Methods(http.MethodGet)
 	v.Handle("/servers/{id}/os-instance-actions", a.wrap(a.listInstanceActions)).Methods(http.MethodGet)
 	v.Handle("/servers/{id}/os-instance-actions/{req}", a.wrap(a.showInstanceAction)).Methods(http.MethodGet)

@@ -1165,3 +1165,51 @@ func TestMigrateAndEvacuate(t *testing.T) {
 		}
 	}
 }
+
+func TestNovaDetails(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.registerHost(t, "h1", 8192)
+	demo := e.client("demo-token")
+	// A locked server cannot be deleted by its owner.
+	srv, err := servers.Create(ctx, demo, servers.CreateOpts{Name: "lk", ImageRef: demoImage, FlavorRef: "1"}, nil).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.converge(t, "h1", schema.PowerRunning, nil)
+	if err := servers.Lock(ctx, demo, srv.ID).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := servers.Delete(ctx, demo, srv.ID).ExtractErr(); faultCode(err) != 409 {
+		t.Errorf("owner deletes a locked server: %v, want 409", err)
+	}
+	// Imported keys are kept as sent.
+	const pub = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl berth@test\n"
+	kp, err := keypairs.Create(ctx, demo, keypairs.CreateOpts{Name: "imp", PublicKey: pub}).Extract()
+	if err != nil || kp.PublicKey != pub {
+		t.Errorf("imported key = %q, %v; want it exactly as sent", kp.PublicKey, err)
+	}
+	// ips by network, os-interface.
+	pages, err := servers.ListAddressesByNetwork(demo, srv.ID, "private").AllPages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addrs, _ := servers.ExtractNetworkAddresses(pages); len(addrs) != 1 {
+		t.Errorf("addresses on private = %v, want one", addrs)
+	}
+	var ifs struct {
+		Attachments []map[string]any `json:"interfaceAttachments"`
+	}
+	if _, err := demo.Get(ctx, e.url+"/v2.1/servers/"+srv.ID+"/os-interface", &ifs, nil); err != nil || len(ifs.Attachments) != 1 {
+		t.Errorf("os-interface = %+v, %v; want one port", ifs, err)
+	}
+	// Unknown paths authenticate first (401), then 404.
+	resp, err := http.Get(e.url + "/v2.1/no-such-thing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Errorf("unknown path without a token: %d, want 401", resp.StatusCode)
+	}
+}

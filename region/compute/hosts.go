@@ -118,7 +118,11 @@ func (a *API) services(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		out := []map[string]any{}
+		q := r.URL.Query()
 		for i := range hs {
+			if (q.Get("binary") != "" && q.Get("binary") != "nova-compute") || (q.Get("host") != "" && q.Get("host") != hs[i].Name) {
+				continue
+			}
 			out = append(out, a.serviceView(r, &hs[i].Host))
 		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"services": out})

@@ -118,6 +118,7 @@ func (a *API) createKeypair(w http.ResponseWriter, r *http.Request) error {
 			Name      string `json:"name"`
 			PublicKey string `json:"public_key"`
 			Type      string `json:"type"`
+			UserID    string `json:"user_id"`
 		} `json:"keypair"`
 	}
 	if err := httpx.DecodeJSON(w, r, httpx.MaxBodyBytes, true, &body); err != nil {
@@ -137,10 +138,20 @@ func (a *API) createKeypair(w http.ResponseWriter, r *http.Request) error {
 		return apierr.Invalidf("Keypair data is invalid: only ssh keypairs are supported.")
 	}
 	id := identity(r.Context())
-	if err := a.checkKeypairQuota(r, id.UserID, id.ProjectID); err != nil {
+	user := id.UserID
+	if kp.UserID != "" && kp.UserID != id.UserID {
+		switch {
+		case versionOf(r.Context()).Less(Microversion{2, 10}):
+			return apierr.Invalidf("Additional properties are not allowed ('user_id' was unexpected)")
+		case !id.IsAdmin():
+			return apierr.Forbiddenf("Policy doesn't allow os_compute_api:os-keypairs:create to be performed.")
+		}
+		user = kp.UserID
+	}
+	if err := a.checkKeypairQuota(r, user, id.ProjectID); err != nil {
 		return err
 	}
-	rec := store.Keypair{UserID: id.UserID, Name: kp.Name, Type: "ssh"}
+	rec := store.Keypair{UserID: user, Name: kp.Name, Type: "ssh"}
 	private := ""
 	if kp.PublicKey == "" {
 		key, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -159,7 +170,8 @@ func (a *API) createKeypair(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return apierr.Invalidf("Keypair data is invalid: failed to generate fingerprint")
 		}
-		rec.PublicKey = strings.TrimSpace(kp.PublicKey)
+		// Stored exactly as sent, as Nova does (a trailing newline included).
+		rec.PublicKey = kp.PublicKey
 		rec.Fingerprint = ssh.FingerprintLegacyMD5(pub)
 	}
 	k, err := a.cfg.Store.CreateKeypair(r.Context(), rec)

@@ -1,6 +1,7 @@
 package compute
 
 import (
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -217,7 +218,7 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 		} else if err != nil {
 			return err
 		}
-		authorizedKeys = k.PublicKey + "\n"
+		authorizedKeys = strings.TrimRight(k.PublicKey, "\r\n") + "\n"
 	}
 
 	flavor, err := a.findFlavor(r, refID(string(sc.FlavorRef)))
@@ -237,6 +238,7 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 		return apierr.Invalidf("Flavor's disk is too small for requested image.")
 	}
 
+	reservation := reservationID()
 	var first *store.Server
 	for i := 1; i <= maxCount; i++ {
 		name := sc.Name
@@ -249,7 +251,7 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 			Metadata: sc.Metadata, AvailabilityZone: az, AccessIPv4: sc.AccessIPv4, AccessIPv6: sc.AccessIPv6,
 			Networks: networks, RequestID: httpx.RequestID(r.Context()),
 			KeyName: sc.KeyName, AuthorizedKeys: authorizedKeys, UserData: sc.UserData, Files: files,
-			GroupID: groupID,
+			GroupID: groupID, ReservationID: reservation,
 		}, forceHost)
 		if err != nil {
 			return err
@@ -258,6 +260,10 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 			first = srv
 		}
 	}
+	if sc.ReturnResID {
+		httpx.WriteJSON(w, http.StatusAccepted, map[string]string{"reservation_id": reservation})
+		return nil
+	}
 	links := a.serverLinks(r, first.ID)
 	w.Header().Set("Location", links[0].Href)
 	httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"server": schema.ServerCreated{
@@ -265,6 +271,17 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 		SecurityGroups: []schema.SecurityGroupRef{{Name: "default"}},
 	}})
 	return nil
+}
+
+// reservationID makes Nova's r-xxxxxxxx.
+func reservationID() string {
+	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return "r-" + string(b)
 }
 
 // place schedules and records a new server (or set).
@@ -424,7 +441,43 @@ func (a *API) serverIPs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"addresses": a.serverView(r, srv).Addresses})
+	addrs := a.serverView(r, srv).Addresses
+	if name, ok := mux.Vars(r)["network"]; ok {
+		list, ok := addrs[name]
+		if !ok {
+			return apierr.NotFoundf("Instance is not a member of specified network")
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{name: list})
+		return nil
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"addresses": addrs})
+	return nil
+}
+
+// interfaces is os-interface (list and show): the server's ports.
+func (a *API) interfaces(w http.ResponseWriter, r *http.Request) error {
+	srv, err := a.cfg.Store.FindServer(r.Context(), caller(r).Scope, mux.Vars(r)["id"])
+	if err != nil {
+		return err
+	}
+	view := func(p store.Port) map[string]any {
+		return map[string]any{"port_state": "ACTIVE", "port_id": p.ID, "net_id": p.NetworkID, "mac_addr": p.MACAddress,
+			"fixed_ips": []map[string]string{{"subnet_id": p.SubnetID, "ip_address": p.IPAddress}}}
+	}
+	if id, ok := mux.Vars(r)["port"]; ok {
+		for _, p := range srv.Ports {
+			if p.ID == id {
+				httpx.WriteJSON(w, http.StatusOK, map[string]any{"interfaceAttachment": view(p)})
+				return nil
+			}
+		}
+		return apierr.NotFoundf("Instance %s is not attached to port %s.", srv.ID, id)
+	}
+	out := []map[string]any{}
+	for _, p := range srv.Ports {
+		out = append(out, view(p))
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"interfaceAttachments": out})
 	return nil
 }
 

@@ -182,7 +182,7 @@ func (a *API) createSet(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return apierr.Invalidf("Invalid key_name provided.")
 		}
-		authorizedKeys = k.PublicKey + "\n"
+		authorizedKeys = strings.TrimRight(k.PublicKey, "\r\n") + "\n"
 	}
 	primary := containers[0]
 	for _, c := range containers {
@@ -196,7 +196,7 @@ func (a *API) createSet(w http.ResponseWriter, r *http.Request) error {
 		ImageID: primary.Image.ID, DockerImageID: primary.Image.DockerImageID, Flavor: flavor,
 		Metadata: sb.Metadata, AvailabilityZone: "nova", Networks: networks,
 		RequestID: httpx.RequestID(r.Context()), KeyName: sb.KeyName, AuthorizedKeys: authorizedKeys,
-		Containers: containers,
+		Containers: containers, ReservationID: reservationID(),
 	}, "")
 	if err != nil {
 		return err

@@ -109,8 +109,8 @@ func (a *API) serverView(r *http.Request, s *store.Server) schema.Server {
 		name := "instance-" + s.ID
 		v.Host, v.HypervisorHostname, v.InstanceName = &host, &host, &name
 		if mv.AtLeast(Microversion{2, 3}) {
-			empty, zero, hn, dev := "", 0, store.HostnameOf(s.Name), "/dev/sda"
-			v.ReservationID, v.LaunchIndex, v.Hostname = &empty, &zero, &hn
+			empty, zero, hn, dev, res := "", 0, store.HostnameOf(s.Name), "/dev/sda", s.ReservationID
+			v.ReservationID, v.LaunchIndex, v.Hostname = &res, &zero, &hn
 			v.KernelID, v.RamdiskID, v.RootDeviceName = &empty, &empty, &dev
 			if s.UserData.Valid {
 				ud := s.UserData.String

@@ -5,9 +5,13 @@
 package network
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 
 	"github.com/gorilla/mux"
@@ -48,12 +52,12 @@ func New(st *store.Store, v *keystone.Validator, log *slog.Logger) http.Handler 
 		{"networks", "NetworkNotFound", a.listNetworks, a.createNetwork, a.showNetwork, a.updateNetwork, a.deleteNetwork},
 		{"subnets", "SubnetNotFound", a.listSubnets, a.createSubnet, a.showSubnet, a.updateSubnet, a.deleteSubnet},
 		{"ports", "PortNotFound", a.listPorts, a.createPort, a.showPort, a.updatePort, a.deletePort},
-		{"security-groups", "SecurityGroupNotFound", a.listGroups, a.createGroup, a.showGroup, nil, a.deleteGroup},
+		{"security-groups", "SecurityGroupNotFound", a.listGroups, a.createGroup, a.showGroup, a.updateGroup, a.deleteGroup},
 		{"security-group-rules", "SecurityGroupRuleNotFound", a.listRules, a.createRule, a.showRule, nil, a.deleteRule},
 	} {
 		base := "/v2.0/" + res.path
 		r.Handle(base, a.wrap(res.notFound, a.auth(res.list))).Methods(http.MethodGet)
-		r.Handle(base, a.wrap(res.notFound, a.auth(a.write(res.create)))).Methods(http.MethodPost)
+		r.Handle(base, a.wrap(res.notFound, a.auth(a.write(a.bulk(res.path, res.create))))).Methods(http.MethodPost)
 		r.Handle(base+"/{id}", a.wrap(res.notFound, a.auth(res.show))).Methods(http.MethodGet)
 		if res.upd != nil {
 			r.Handle(base+"/{id}", a.wrap(res.notFound, a.auth(a.write(res.upd)))).Methods(http.MethodPut)
@@ -163,7 +167,7 @@ var extensionList = []map[string]string{
 	{"alias": "security-group", "name": "security-group", "description": "The security groups extension."},
 	{"alias": "port-security", "name": "Port Security", "description": "Provides port security"},
 	{"alias": "binding", "name": "Port Binding", "description": "Expose port bindings of a virtual port to external application"},
-	{"alias": "network-mtu", "name": "Network MTU", "description": "Provides MTU attribute for a network resource."},
+	{"alias": "net-mtu", "name": "Network MTU", "description": "Provides MTU attribute for a network resource."},
 	{"alias": "project-id", "name": "project_id field enabled", "description": "Extension that indicates that project_id field is enabled."},
 	{"alias": "standard-attr-description", "name": "standard-attr-description", "description": "Extension to add descriptions to standard attributes"},
 	{"alias": "standard-attr-timestamp", "name": "Resource timestamps", "description": "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes."},
@@ -222,4 +226,46 @@ next:
 		out = append(out, it)
 	}
 	return out
+}
+
+// bulk lets POST /<collection> take {"<plural>": [...]} (Neutron's bulk
+// create): each item is created in turn through the single-item handler;
+// a failure stops the batch and the items created so far are reported in
+// the error message (Neutron rolls back; Berth does not yet).
+func (a *API) bulk(collection string, create handlerFunc) handlerFunc {
+	plural := strings.ReplaceAll(collection, "-", "_")
+	singular := strings.TrimSuffix(plural, "s")
+	return func(w http.ResponseWriter, r *http.Request) error {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, httpx.MaxBodyBytes))
+		if err != nil {
+			return &apierr.Error{Kind: apierr.TooLarge, Message: "Request is too large."}
+		}
+		var env map[string]json.RawMessage
+		if json.Unmarshal(body, &env) != nil || env[plural] == nil {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			return create(w, r)
+		}
+		var items []json.RawMessage
+		if err := json.Unmarshal(env[plural], &items); err != nil || len(items) == 0 || len(items) > 100 {
+			return apierr.Invalidf("Invalid input: %s must be a list of 1 to 100 items.", plural)
+		}
+		var out []any
+		for _, it := range items {
+			one, _ := json.Marshal(map[string]json.RawMessage{singular: it})
+			rec := httptest.NewRecorder()
+			r2 := r.Clone(r.Context())
+			r2.Body = io.NopCloser(bytes.NewReader(one))
+			r2.ContentLength = int64(len(one))
+			if err := create(rec, r2); err != nil {
+				return err
+			}
+			var got map[string]any
+			if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+				return err
+			}
+			out = append(out, got[singular])
+		}
+		httpx.WriteJSON(w, http.StatusCreated, map[string]any{plural: out})
+		return nil
+	}
 }

@@ -246,3 +246,45 @@ func TestSecurityGroups(t *testing.T) {
 		t.Errorf("fault = %d %+v, want 404 NetworkNotFound", resp.StatusCode, fault)
 	}
 }
+
+func TestNeutronDetails(t *testing.T) {
+	client, _ := setup(t)
+	ctx := context.Background()
+	demo := client("demo")
+	n, err := networks.Create(ctx, demo, networks.CreateOpts{Name: "n"}).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "gateway_ip": null means no gateway, as in Neutron.
+	noGW := ""
+	sn, err := subnets.Create(ctx, demo, subnets.CreateOpts{NetworkID: n.ID, CIDR: "192.168.60.0/24", IPVersion: 4, GatewayIP: &noGW}).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sn.GatewayIP != "" {
+		t.Errorf("gateway with gateway_ip null = %q, want none", sn.GatewayIP)
+	}
+	gw := "192.168.60.254"
+	if sn, err = subnets.Update(ctx, demo, sn.ID, subnets.UpdateOpts{GatewayIP: &gw}).Extract(); err != nil || sn.GatewayIP != gw {
+		t.Errorf("subnet gateway update: %v %v, want %s", sn, err, gw)
+	}
+	g, err := groups.Create(ctx, demo, groups.CreateOpts{Name: "a"}).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "b"
+	if g, err = groups.Update(ctx, demo, g.ID, groups.UpdateOpts{Name: name}).Extract(); err != nil || g.Name != "b" {
+		t.Errorf("group rename: %v %v", g, err)
+	}
+	// Bulk create (Neutron's plural body).
+	var out struct {
+		Rules []map[string]any `json:"security_group_rules"`
+	}
+	_, err = demo.Post(ctx, demo.ResourceBase+"security-group-rules", map[string]any{"security_group_rules": []map[string]any{
+		{"security_group_id": g.ID, "direction": "ingress", "protocol": "tcp", "port_range_min": 80, "port_range_max": 80},
+		{"security_group_id": g.ID, "direction": "ingress", "protocol": "tcp", "port_range_min": 443, "port_range_max": 443},
+	}}, &out, &gophercloud.RequestOpts{OkCodes: []int{201}})
+	if err != nil || len(out.Rules) != 2 {
+		t.Errorf("bulk rules: %v %+v, want two", err, out)
+	}
+}

@@ -256,11 +256,19 @@ func (a *API) createSubnet(w http.ResponseWriter, r *http.Request) error {
 		ProjectID       *string      `json:"project_id"`
 		HostRoutes      []any        `json:"host_routes"`
 	}
-	if err := decode(w, r, "subnet", &b); err != nil {
+	raw := map[string]json.RawMessage{}
+	if err := decode(w, r, "subnet", &raw); err != nil {
+		return err
+	}
+	if err := remarshal(raw, &b); err != nil {
 		return err
 	}
 	if err := checkName("name", b.Name); err != nil {
 		return err
+	}
+	if g, ok := raw["gateway_ip"]; ok && string(g) == "null" {
+		noGateway := any(nil)
+		b.GatewayIP = &noGateway
 	}
 	if b.IPVersion != nil && *b.IPVersion != 4 {
 		return apierr.Invalidf("Invalid input for ip_version. Reason: only IPv4 subnets are supported by Berth.")
@@ -311,14 +319,31 @@ func (a *API) updateSubnet(w http.ResponseWriter, r *http.Request) error {
 		Name           *string  `json:"name"`
 		Description    *string  `json:"description"`
 		DNSNameservers []string `json:"dns_nameservers"`
+		GatewayIP      *string  `json:"gateway_ip"`
+		EnableDHCP     *bool    `json:"enable_dhcp"`
 	}
-	if err := decode(w, r, "subnet", &b); err != nil {
+	raw := map[string]json.RawMessage{}
+	if err := decode(w, r, "subnet", &raw); err != nil {
+		return err
+	}
+	if err := remarshal(raw, &b); err != nil {
 		return err
 	}
 	if err := checkName("name", b.Name); err != nil {
 		return err
 	}
-	s, err := a.store.UpdateSubnet(r.Context(), scope(r), mux.Vars(r)["id"], b.Name, b.Description, b.DNSNameservers)
+	var gw *sql.NullString
+	if g, ok := raw["gateway_ip"]; ok {
+		gw = &sql.NullString{}
+		if string(g) != "null" {
+			if b.GatewayIP == nil || net.ParseIP(*b.GatewayIP).To4() == nil {
+				return apierr.Invalidf("Invalid input for gateway_ip. Reason: '%s' is not a valid IP address.", string(g))
+			}
+			*gw = sql.NullString{String: *b.GatewayIP, Valid: true}
+		}
+	}
+	s, err := a.store.UpdateSubnet(r.Context(), scope(r), mux.Vars(r)["id"], store.SubnetChanges{Name: b.Name,
+		Description: b.Description, DNS: b.DNSNameservers, Gateway: gw, EnableDHCP: b.EnableDHCP})
 	if err != nil {
 		return err
 	}
@@ -593,6 +618,24 @@ func (a *API) createGroup(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return a.writeOne(w, http.StatusCreated, "security_group", groupView(g))
+}
+
+func (a *API) updateGroup(w http.ResponseWriter, r *http.Request) error {
+	var b struct {
+		Name        *string `json:"name"`
+		Description *string `json:"description"`
+	}
+	if err := decode(w, r, "security_group", &b); err != nil {
+		return err
+	}
+	if err := checkName("name", b.Name); err != nil {
+		return err
+	}
+	g, err := a.store.UpdateSecurityGroup(r.Context(), scope(r), mux.Vars(r)["id"], b.Name, b.Description)
+	if err != nil {
+		return err
+	}
+	return a.writeOne(w, http.StatusOK, "security_group", groupView(g))
 }
 
 func (a *API) deleteGroup(w http.ResponseWriter, r *http.Request) error {

@@ -130,6 +130,9 @@ func (s *Store) DeleteServer(ctx context.Context, c Caller, id string, hostGrace
 		if srv.TaskState.String == novastate.TaskDeleting {
 			return nil
 		}
+		if srv.Locked && !c.Admin {
+			return apierr.Conflictf("Instance %s is locked", id)
+		}
 		// Whatever was in flight is superseded by the delete.
 		if open, ok, err := openActionOf(ctx, tx, id); err != nil {
 			return err

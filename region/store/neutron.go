@@ -289,8 +289,19 @@ func (s *Store) FindSubnet(ctx context.Context, sc Scope, id string) (*Subnet, e
 	return nil, apierr.NotFoundf("Subnet %s could not be found.", id)
 }
 
-// UpdateSubnet changes a subnet's name, description or DNS servers.
-func (s *Store) UpdateSubnet(ctx context.Context, sc Scope, id string, name, desc *string, dns []string) (*Subnet, error) {
+// SubnetChanges are the updatable fields of a subnet.
+type SubnetChanges struct {
+	Name, Description *string
+	DNS               []string
+	// Gateway, when set, replaces the gateway (Valid=false removes it).
+	Gateway    *sql.NullString
+	EnableDHCP *bool
+}
+
+// UpdateSubnet changes a subnet's name, description, DNS servers, gateway
+// or DHCP flag.
+func (s *Store) UpdateSubnet(ctx context.Context, sc Scope, id string, ch SubnetChanges) (*Subnet, error) {
+	name, desc, dns := ch.Name, ch.Description, ch.DNS
 	sn, err := s.FindSubnet(ctx, sc, id)
 	if err != nil {
 		return nil, err
@@ -307,8 +318,28 @@ func (s *Store) UpdateSubnet(ctx context.Context, sc Scope, id string, name, des
 		}
 		dnsJSON, _ = json.Marshal(dns)
 	}
+	if ch.Gateway != nil && ch.Gateway.Valid {
+		_, n, _ := net.ParseCIDR(sn.CIDR)
+		if n == nil || !n.Contains(net.ParseIP(ch.Gateway.String)) {
+			return nil, apierr.Invalidf("Gateway IP %s is not in subnet %s.", ch.Gateway.String, sn.CIDR)
+		}
+		var used int
+		if err := s.db.GetContext(ctx, &used, `SELECT count(*) FROM ports WHERE subnet_id = $1 AND ip_address = $2::inet`,
+			id, ch.Gateway.String); err != nil {
+			return nil, err
+		}
+		if used > 0 {
+			return nil, apierr.Conflictf("Gateway ip %s conflicts with allocation pool or a port.", ch.Gateway.String)
+		}
+	}
+	var gw any
+	if ch.Gateway != nil {
+		gw = *ch.Gateway
+	}
 	if _, err := s.db.ExecContext(ctx, `UPDATE subnets SET name = coalesce($2, name), description = coalesce($3, description),
-		dns_nameservers = coalesce($4, dns_nameservers), updated_at = now() WHERE id = $1`, id, name, desc, dnsJSON); err != nil {
+		dns_nameservers = coalesce($4, dns_nameservers), enable_dhcp = coalesce($5, enable_dhcp),
+		gateway_ip = CASE WHEN $6 THEN $7::inet ELSE gateway_ip END, updated_at = now() WHERE id = $1`,
+		id, name, desc, dnsJSON, ch.EnableDHCP, ch.Gateway != nil, gw); err != nil {
 		return nil, err
 	}
 	return s.FindSubnet(ctx, sc, id)
@@ -819,4 +850,24 @@ func (s *Store) SetServerSecurityGroup(ctx context.Context, serverID, projectID,
 		}
 		return touchServerOfPort(ctx, tx, serverID)
 	})
+}
+
+// UpdateSecurityGroup renames or re-describes a group; "default" keeps
+// its name.
+func (s *Store) UpdateSecurityGroup(ctx context.Context, sc Scope, id string, name, desc *string) (*SecurityGroup, error) {
+	g, err := loadGroup(ctx, s.db, sc, id)
+	if err != nil {
+		return nil, err
+	}
+	if name != nil && g.Name == "default" && *name != "default" {
+		return nil, apierr.Conflictf("Insufficient rights for renaming the default security group.")
+	}
+	if name != nil && *name == "default" && g.Name != "default" {
+		return nil, apierr.Conflictf("Default security group already exists.")
+	}
+	if _, err := s.db.ExecContext(ctx, `UPDATE security_groups SET name = coalesce($2, name),
+		description = coalesce($3, description), updated_at = now() WHERE id = $1`, id, name, desc); err != nil {
+		return nil, err
+	}
+	return loadGroup(ctx, s.db, sc, id)
 }

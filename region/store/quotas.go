@@ -9,10 +9,15 @@ import (
 )
 
 // DefaultQuotas are Nova's defaults.
+// fixed_ips, floating_ips, security_groups and security_group_rules are
+// the network quotas Nova still shows below microversion 2.36; Berth keeps
+// them for those clients and enforces none of them (Nova proxies them to
+// Neutron, which Berth does not limit yet).
 var DefaultQuotas = map[string]int{
 	"instances": 10, "cores": 20, "ram": 51200, "key_pairs": 100, "server_groups": 10,
 	"server_group_members": 10, "metadata_items": 128, "injected_files": 5,
 	"injected_file_content_bytes": 10240, "injected_file_path_bytes": 255,
+	"fixed_ips": -1, "floating_ips": 10, "security_groups": 10, "security_group_rules": 20,
 }
 
 // Quotas returns a project's limits: the defaults with its overrides.

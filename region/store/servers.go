@@ -63,6 +63,7 @@ type Server struct {
 	Tags               pq.StringArray  `db:"tags"`
 	ExtraSpecs         json.RawMessage `db:"extra_specs"`
 	SetSpec            []byte          `db:"set_spec"`
+	ReservationID      string          `db:"reservation_id"`
 
 	Ports []Port `db:"-"`
 }
@@ -81,7 +82,7 @@ const serverCols = `id, project_id, user_id, name, description, host, availabili
 	docker_image_id, flavor_id, vcpus, ram_mb, disk_gb, vm_state, task_state, power_state, progress,
 	desired_state, generation, observed_generation, containers, fault, metadata, key_name, user_data,
 	access_ipv4, access_ipv6, locked, launched_at, terminated_at, created_at, updated_at, deleted_at,
-	reboot_seq, reboot_hard, old_flavor, authorized_keys, personality, locked_by, tags, extra_specs, set_spec`
+	reboot_seq, reboot_hard, old_flavor, authorized_keys, personality, locked_by, tags, extra_specs, set_spec, reservation_id`
 
 // Scope is whose servers a caller may see: one project, or every project
 // for an admin.
@@ -117,6 +118,8 @@ type NewServer struct {
 	GroupID string
 	// Containers, for a set made with the set API.
 	Containers []schema.SetContainer
+	// ReservationID is shared by the servers of one create request.
+	ReservationID string
 }
 
 // CreateServer records a new server and places it in one transaction: the
@@ -146,12 +149,12 @@ func (s *Store) CreateServer(ctx context.Context, ns NewServer, candidates []str
 		_, err := tx.ExecContext(ctx, `INSERT INTO servers (id, project_id, user_id, name, description,
 				availability_zone, image_id, docker_image_id, flavor_id, vcpus, ram_mb, disk_gb, vm_state,
 				task_state, metadata, key_name, user_data, access_ipv4, access_ipv6, authorized_keys, personality,
-				extra_specs, set_spec)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23)`,
+				extra_specs, set_spec, reservation_id)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24)`,
 			ns.ID, ns.ProjectID, ns.UserID, ns.Name, ns.Description, ns.AvailabilityZone, ns.ImageID,
 			ns.DockerImageID, f.ID, f.VCPUs, f.RAMMB, f.DiskGB, novastate.Building, novastate.TaskScheduling,
 			meta, nullable(ns.KeyName), nullable(ns.UserData), ns.AccessIPv4, ns.AccessIPv6,
-			nullable(ns.AuthorizedKeys), personality, specsOf(f), setSpec)
+			nullable(ns.AuthorizedKeys), personality, specsOf(f), setSpec, ns.ReservationID)
 		if err != nil {
 			if pgdb.IsUniqueViolation(err) {
 				return apierr.Conflictf("Server %s already exists.", ns.ID)
