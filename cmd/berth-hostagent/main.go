@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,6 +61,7 @@ func main() {
 type Config struct {
 	RegionURL         string
 	ImageURL          string
+	RegistryPull      bool
 	TokenFile         string
 	Host              string
 	Bridge            string
@@ -81,6 +83,9 @@ type Config struct {
 	Listen            string
 	AgentURL          string
 	PidsLimit         int64
+	TunnelIP          string
+	HostBandwidthMbit int
+	OFTarget          string
 }
 
 // Main is the hostagent program.
@@ -113,6 +118,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("berth-hostagent", flag.ContinueOnError)
 	fs.StringVar(&c.RegionURL, "region-url", "http://127.0.0.1:8774", "region base URL (internal host API)")
 	fs.StringVar(&c.ImageURL, "image-url", "http://127.0.0.1:9292", "imagesvc base URL")
+	fs.BoolVar(&c.RegistryPull, "registry-pull", true, "pull images through imagesvc's registry API (only missing layers move); the archive is the fallback")
 	fs.StringVar(&c.TokenFile, "agent-token-file", "", "file holding the shared agent secret (required)")
 	fs.StringVar(&c.Host, "host", "", "host name to register as (default: os.Hostname)")
 	fs.StringVar(&c.Bridge, "bridge", "br-berth", "OVS integration bridge")
@@ -134,6 +140,9 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8780", `address of the agent's own API (port 0: any free port; "": no API)`)
 	fs.StringVar(&c.AgentURL, "agent-url", "", "URL region uses to reach the agent API (default: from --listen)")
 	fs.Int64Var(&c.PidsLimit, "pids-limit", 1024, "processes per container when the flavor sets none")
+	fs.StringVar(&c.TunnelIP, "tunnel-ip", "", "this host's VXLAN tunnel endpoint (registered with region; \"\": no tunnels)")
+	fs.IntVar(&c.HostBandwidthMbit, "host-bandwidth-mbit", 10000, "inbound capacity the host's sets share (HTB parent class)")
+	fs.StringVar(&c.OFTarget, "of-target", "", "ovs-ofctl target of the bridge (default: <ovs-db dir>/<bridge>.mgmt, or the bridge name)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -149,6 +158,9 @@ func (m *Main) ParseFlags(args []string) error {
 			return fmt.Errorf("host name: %w", err)
 		}
 		c.Host = h
+	}
+	if c.TunnelIP != "" && net.ParseIP(c.TunnelIP).To4() == nil {
+		return fmt.Errorf("--tunnel-ip %q is not an IPv4 address", c.TunnelIP)
 	}
 	if c.PauseBinary == "" {
 		exe, err := os.Executable()
@@ -199,14 +211,22 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
-	nw := netplumb.New(log, netplumb.Config{Host: c.Host, Bridge: c.Bridge, OVSDB: c.OVSDB, SwitchNetns: c.SwitchNetns})
+	nw := netplumb.New(log, netplumb.Config{
+		Host: c.Host, Bridge: c.Bridge, OVSDB: c.OVSDB, SwitchNetns: c.SwitchNetns,
+		OFTarget: c.OFTarget, TunnelIP: c.TunnelIP, HostBandwidthKbit: c.HostBandwidthMbit * 1000,
+	})
 	if c.EnsureBridge {
 		if err := nw.EnsureBridge(ctx, c.DatapathType); err != nil {
 			return fmt.Errorf("ensure bridge %s: %w", c.Bridge, err)
 		}
 	}
+	// The pipeline's defaults (drop what no port flow admits) go in before
+	// any set is looked at; a restart finds them by cookie and adds nothing.
+	if err := nw.SyncHost(ctx); err != nil {
+		return fmt.Errorf("host data path: %w", err)
+	}
 	rt := runtime.New(m.docker, log, runtime.Config{Host: c.Host, PauseBinary: c.PauseBinary, StopGrace: c.StopGrace, PidsLimit: c.PidsLimit})
-	img := images.New(m.docker, log, images.Config{ImageURL: c.ImageURL, Token: secret})
+	img := images.New(m.docker, log, images.Config{ImageURL: c.ImageURL, Token: secret, Registry: c.RegistryPull})
 	led, err := ledger.Open(filepath.Join(c.StateDir, "applied-generations.json"))
 	if err != nil {
 		return err
@@ -230,11 +250,12 @@ func (m *Main) Run(ctx context.Context) error {
 		m.agentURL = url
 		m.mu.Unlock()
 	}
-	a := agent.New(agent.NewClient(c.RegionURL, c.Host, secret, nil), rec, log, agent.Config{
+	peers := &peerTap{Region: agent.NewClient(c.RegionURL, c.Host, secret, nil), kick: make(chan struct{}, 1)}
+	a := agent.New(peers, rec, log, agent.Config{
 		Host: c.Host,
 		Register: schema.HostRegister{
 			VCPUs: capacity.VCPUs, MemoryMB: capacity.MemoryMB, DiskGB: capacity.DiskGB,
-			AgentVersion: version(), AgentURL: m.AgentURL(),
+			AgentVersion: version(), AgentURL: m.AgentURL(), TunnelIP: c.TunnelIP,
 		},
 		SyncInterval:      c.SyncInterval,
 		HeartbeatInterval: c.HeartbeatInterval,
@@ -248,6 +269,11 @@ func (m *Main) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		rt.Watch(wctx, func(string) { rec.RequestSync() })
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		hostNetLoop(wctx, log, nw, peers, c.SyncInterval)
 	}()
 	if ln != nil {
 		srv := &http.Server{
@@ -280,6 +306,67 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	log.Info("hostagent stopped")
 	return err
+}
+
+// peerTap passes region's desired state through to the agent and keeps
+// the peers (other hosts' tunnel endpoints) for the host network loop.
+type peerTap struct {
+	agent.Region
+	mu    sync.Mutex
+	peers []schema.Peer
+	seen  bool
+	kick  chan struct{}
+}
+
+func (p *peerTap) Desired(ctx context.Context, index int64, wait time.Duration) (schema.DesiredState, error) {
+	ds, err := p.Region.Desired(ctx, index, wait)
+	if err != nil {
+		return ds, err
+	}
+	p.mu.Lock()
+	changed := !p.seen || !slices.Equal(p.peers, ds.Peers)
+	p.peers, p.seen = slices.Clone(ds.Peers), true
+	p.mu.Unlock()
+	if changed {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
+	return ds, nil
+}
+
+func (p *peerTap) current() ([]schema.Peer, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.peers), p.seen
+}
+
+// hostNetwork is the host-level data path (tunnels, host flows).
+type hostNetwork interface {
+	SetPeers(peers []schema.Peer)
+	SyncHost(ctx context.Context) error
+}
+
+// hostNetLoop converges the host-level data path when the peers change and
+// every interval (a vswitchd restart loses flows).
+func hostNetLoop(ctx context.Context, log *slog.Logger, nw hostNetwork, peers *peerTap, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-peers.kick:
+		}
+		if ps, ok := peers.current(); ok {
+			nw.SetPeers(ps)
+		}
+		if err := nw.SyncHost(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("host network sync failed", "err", err)
+		}
+	}
 }
 
 // advertisedURL is the agent API URL for a listen address: a wildcard
