@@ -47,6 +47,16 @@ test-unit: ## Plain go test ./... (tests needing real services skip and say why)
 test-e2e: deps build ## Only the end-to-end test (brings its own stack)
 	BERTH_REQUIRE_REAL=1 $(GO) test -count=1 -v -timeout 15m ./tests/e2e/
 
+.PHONY: bench
+bench: deps build ## Benchmarks against the raw tools on a throw-away stack (≤ 20 min); updates docs/performance.md
+	$(GO) build -o $(BIN)/berth-bench ./bench/cmd/berth-bench
+	$(BIN)/berth-bench -bin-dir $(BIN) -json bench/results/latest.json -md docs/performance.md
+
+.PHONY: bench-quick
+bench-quick: deps build ## A one-minute run of every benchmark scenario (proves the bench works; numbers mean little)
+	$(GO) build -o $(BIN)/berth-bench ./bench/cmd/berth-bench
+	$(BIN)/berth-bench -quick -bin-dir $(BIN) -json bench/results/quick.json
+
 .PHONY: clean
 clean: ## Remove bin/ and the run directory (stop `make run` first)
 	rm -rf $(BIN) $(RUN_DIR)

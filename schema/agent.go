@@ -46,6 +46,18 @@ type HostRegister struct {
 	// AgentURL is where region reaches the agent's own API (AgentOps), e.g.
 	// "http://127.0.0.1:8780". Empty when the agent serves none.
 	AgentURL string `json:"agent_url,omitempty"`
+	// TunnelIP is the host's VXLAN tunnel endpoint, e.g. "172.31.0.11":
+	// other hosts' agents send this host's set traffic there. Empty when
+	// the host has no tunnel endpoint. Added by the hostagent (data path).
+	TunnelIP string `json:"tunnel_ip,omitempty"`
+}
+
+// Peer is another host a host's sets reach through a VXLAN tunnel.
+type Peer struct {
+	// Host is the peer's host name, e.g. "compute-2".
+	Host string `json:"host"`
+	// TunnelIP is the peer's tunnel endpoint (its HostRegister.TunnelIP).
+	TunnelIP string `json:"tunnel_ip"`
 }
 
 // Host is region's view of a registered host.
@@ -66,6 +78,11 @@ type DesiredState struct {
 	// Sets are all sets placed on this host, including ones whose desired
 	// state is "deleted" that the agent has not yet confirmed gone.
 	Sets []DesiredSet `json:"sets"`
+	// Peers are the other registered hosts with a tunnel endpoint; the
+	// agent keeps one VXLAN tunnel to each (a host that leaves the list
+	// loses its tunnel). Added by the hostagent (data path); region fills
+	// it.
+	Peers []Peer `json:"peers,omitempty"`
 }
 
 // DesiredSet is one set as region wants it on a host.
@@ -247,6 +264,11 @@ type SetPort struct {
 	CIDR string `json:"cidr,omitempty"`
 	// MTU is the network's MTU, e.g. 1450.
 	MTU int `json:"mtu,omitempty"`
+	// VNI is the network's VXLAN network identifier (Neutron's
+	// provider:segmentation_id), 1-16777215, the same on every host; 0
+	// lets the agent derive one from NetworkID (a hash: distinct networks
+	// may collide). Added by the hostagent (data path).
+	VNI int `json:"vni,omitempty"`
 	// PortSecurity on: the port may only send from its own MAC and IP
 	// (anti-spoofing, no rogue DHCP or ARP for others' addresses) and only
 	// what Rules allow passes, statefully. Off: anything goes.

@@ -20,6 +20,17 @@ const (
 	ExtSet  = "berth-set"
 	ExtPort = "berth-port"
 	ExtHost = "berth-host"
+	// ExtVNI is the VNI of the port's network (host flows flood by it).
+	ExtVNI = "berth-vni"
+	// ExtPolicy is the digest of the port's applied policy (flows,
+	// shaping, MTU); ExtRules the digest of its security configuration
+	// (a change forgets the port's conntrack zone).
+	ExtPolicy = "berth-policy"
+	ExtRules  = "berth-rules"
+	// ExtTunnelHost marks a VXLAN port as this host's tunnel to
+	// ExtPeer. Tunnels carry no ExtHost: they are not set ports.
+	ExtTunnelHost = "berth-tunnel-host"
+	ExtPeer       = "berth-peer"
 )
 
 // vsctl runs ovs-vsctl against one database with a timeout.
@@ -72,17 +83,45 @@ func quote(s string) string { return strconv.Quote(s) }
 
 // ovsInterface is one interface row found by List.
 type ovsInterface struct {
-	Name   string
-	Ext    map[string]string
-	OFPort int
+	Name    string
+	Ext     map[string]string
+	OFPort  int
+	Options map[string]string
 }
 
 // findInterfaces lists interface rows whose external_ids match all of ext.
 func (v vsctl) findInterfaces(ctx context.Context, ext map[string]string) ([]ovsInterface, error) {
-	args := []string{"--format=json", "--data=json", "--columns=name,external_ids,ofport", "find", "Interface"}
-	for k, val := range ext {
-		args = append(args, "external_ids:"+k+"="+quote(val))
+	var conds []string
+	for _, k := range slices.Sorted(maps.Keys(ext)) {
+		conds = append(conds, "external_ids:"+k+"="+quote(ext[k]))
 	}
+	return v.find(ctx, conds...)
+}
+
+// interfaceByName returns the interface row of name, or nil.
+func (v vsctl) interfaceByName(ctx context.Context, name string) (*ovsInterface, error) {
+	rows, err := v.find(ctx, "name="+quote(name))
+	if err != nil || len(rows) == 0 {
+		return nil, err
+	}
+	return &rows[0], nil
+}
+
+// listAll lists every interface row (one call for the host pass, which
+// needs set ports and tunnels alike).
+func (v vsctl) listAll(ctx context.Context) ([]ovsInterface, error) {
+	return v.query(ctx, "list", "Interface")
+}
+
+// find lists interface rows matching every condition.
+func (v vsctl) find(ctx context.Context, conds ...string) ([]ovsInterface, error) {
+	return v.query(ctx, append([]string{"find", "Interface"}, conds...)...)
+}
+
+// query runs a list or find of interfaces with the columns ovsInterface
+// holds.
+func (v vsctl) query(ctx context.Context, cmd ...string) ([]ovsInterface, error) {
+	args := append([]string{"--format=json", "--data=json", "--columns=name,external_ids,ofport,options"}, cmd...)
 	out, err := v.run(ctx, args...)
 	if err != nil {
 		return nil, err
@@ -95,8 +134,8 @@ func (v vsctl) findInterfaces(ctx context.Context, ext map[string]string) ([]ovs
 	}
 	var res []ovsInterface
 	for _, row := range tbl.Data {
-		if len(row) != 3 {
-			return nil, fmt.Errorf("ovs-vsctl find: row has %d columns, want 3", len(row))
+		if len(row) != 4 {
+			return nil, fmt.Errorf("ovs-vsctl find: row has %d columns, want 4", len(row))
 		}
 		var it ovsInterface
 		if err := json.Unmarshal(row[0], &it.Name); err != nil {
@@ -108,9 +147,35 @@ func (v vsctl) findInterfaces(ctx context.Context, ext map[string]string) ([]ovs
 		}
 		it.Ext = m
 		it.OFPort = parseOVSInt(row[2], -1)
+		if it.Options, err = parseOVSMap(row[3]); err != nil {
+			return nil, err
+		}
 		res = append(res, it)
 	}
 	return res, nil
+}
+
+// setExt sets external_ids keys of an interface.
+func (v vsctl) setExt(ctx context.Context, iface string, ext map[string]string) error {
+	args := []string{"set", "Interface", iface}
+	for _, k := range slices.Sorted(maps.Keys(ext)) {
+		args = append(args, "external_ids:"+k+"="+quote(ext[k]))
+	}
+	_, err := v.run(ctx, args...)
+	return err
+}
+
+// addTunnel adds (or updates) a VXLAN port with flow-based keys.
+func (v vsctl) addTunnel(ctx context.Context, bridge, name string, opts, ext map[string]string) error {
+	args := []string{"--", "--may-exist", "add-port", bridge, name, "--", "set", "Interface", name, "type=vxlan"}
+	for _, k := range slices.Sorted(maps.Keys(opts)) {
+		args = append(args, "options:"+k+"="+quote(opts[k]))
+	}
+	for _, k := range slices.Sorted(maps.Keys(ext)) {
+		args = append(args, "external_ids:"+k+"="+quote(ext[k]))
+	}
+	_, err := v.run(ctx, args...)
+	return err
 }
 
 // parseOVSMap decodes OVSDB JSON ["map", [[k, v], ...]].
@@ -161,6 +226,10 @@ func (v vsctl) delPort(ctx context.Context, iface string) error {
 func (p *Plumber) EnsureBridge(ctx context.Context, dpType string) error {
 	_, err := p.ovs.run(ctx, "br-exists", p.cfg.Bridge)
 	if err == nil {
+		if mode, err := p.ovs.run(ctx, "get-fail-mode", p.cfg.Bridge); err == nil && strings.TrimSpace(mode) != "secure" {
+			p.log.Warn("bridge is not in fail_mode=secure: after an ovs-vswitchd restart it forwards everything (NORMAL) until the agent has put its flows back",
+				"bridge", p.cfg.Bridge, "fail_mode", strings.TrimSpace(mode))
+		}
 		return nil
 	}
 	if exitCode(err) != 2 {
@@ -169,7 +238,10 @@ func (p *Plumber) EnsureBridge(ctx context.Context, dpType string) error {
 	if dpType == "" {
 		dpType = DefaultDatapathType()
 	}
-	_, err = p.ovs.run(ctx, "--may-exist", "add-br", p.cfg.Bridge, "--", "set", "Bridge", p.cfg.Bridge, "datapath_type="+dpType)
+	// fail_mode=secure: no NORMAL flow, ever, so a vswitchd restart
+	// forwards nothing until the agent has put its flows back.
+	_, err = p.ovs.run(ctx, "--may-exist", "add-br", p.cfg.Bridge, "--", "set", "Bridge", p.cfg.Bridge,
+		"datapath_type="+dpType, "fail_mode=secure")
 	if err == nil {
 		p.log.Info("created bridge", "bridge", p.cfg.Bridge, "datapath_type", dpType)
 	}

@@ -11,14 +11,21 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"berth/hostagent/flows"
 	"berth/hostagent/observed"
+	"berth/hostagent/shaper"
 	"berth/schema"
 )
 
@@ -40,18 +47,50 @@ type Config struct {
 	// VsctlBinary and EthtoolBinary default to "ovs-vsctl" and "ethtool".
 	VsctlBinary   string
 	EthtoolBinary string
+	// OfctlBinary and AppctlBinary default to "ovs-ofctl" and "ovs-appctl".
+	OfctlBinary  string
+	AppctlBinary string
+	// OFTarget is the bridge as ovs-ofctl reaches it; "" derives
+	// "unix:<dir>/<bridge>.mgmt" from a "unix:<dir>/…" OVSDB, else uses
+	// the bridge name (ovs-ofctl's default run directory).
+	OFTarget string
+	// AppctlTarget is ovs-appctl's -t for ovs-vswitchd (conntrack
+	// flushes); "" finds <dir>/ovs-vswitchd.ctl or the pidfile next to
+	// the OVSDB socket, else "ovs-vswitchd".
+	AppctlTarget string
+	// TunnelIP is this host's VXLAN endpoint; "" means no tunnels.
+	TunnelIP string
+	// HostBandwidthKbit is the inbound capacity the host's sets share
+	// (the HTB parent class); 0 is shaper.DefaultHostKbit.
+	HostBandwidthKbit int
 }
 
 // Plumber implements the reconciler's network driver.
 type Plumber struct {
 	cfg Config
 	ovs vsctl
+	of  flows.OFCtl
+	tag uint16
 	log *slog.Logger
+	// ovsDir is the directory of the OVSDB socket ("" if not unix:).
+	ovsDir string
+
+	// mu serializes changes to the flow table and the host's inbound
+	// tree (host-level state shared by every set's worker).
+	mu         sync.Mutex
+	peers      []schema.Peer
+	peersKnown bool
+
+	// snap keeps the rows of the last List for the policy checks that
+	// follow it (see snapshot).
+	snapMu  sync.Mutex
+	snapGen uint64
+	snap    *snapshot
 }
 
 // ErrNotManaged is returned when an object in the way was not made by
 // Berth on this host.
-var ErrNotManaged = errors.New("not managed by berth on this host")
+var ErrNotManaged = shaper.ErrNotManaged
 
 // New returns a Plumber.
 func New(log *slog.Logger, cfg Config) *Plumber {
@@ -64,7 +103,41 @@ func New(log *slog.Logger, cfg Config) *Plumber {
 	if cfg.EthtoolBinary == "" {
 		cfg.EthtoolBinary = "ethtool"
 	}
-	return &Plumber{cfg: cfg, log: log, ovs: vsctl{bin: cfg.VsctlBinary, db: cfg.OVSDB, timeout: cfg.CallTimeout}}
+	if cfg.HostBandwidthKbit <= 0 {
+		cfg.HostBandwidthKbit = shaper.DefaultHostKbit
+	}
+	dir := ""
+	if rest, ok := strings.CutPrefix(cfg.OVSDB, "unix:"); ok {
+		dir = filepath.Dir(rest)
+	}
+	if cfg.OFTarget == "" {
+		cfg.OFTarget = cfg.Bridge
+		if dir != "" {
+			cfg.OFTarget = "unix:" + filepath.Join(dir, cfg.Bridge+".mgmt")
+		}
+	}
+	return &Plumber{
+		cfg: cfg, log: log, tag: flows.HostTag(cfg.Host), ovsDir: dir,
+		ovs: vsctl{bin: cfg.VsctlBinary, db: cfg.OVSDB, timeout: cfg.CallTimeout},
+		of: flows.OFCtl{
+			Bin: cfg.OfctlBinary, Target: cfg.OFTarget, Appctl: cfg.AppctlBinary,
+			AppctlTarget: cfg.AppctlTarget, Timeout: cfg.CallTimeout,
+		},
+	}
+}
+
+// appctlTarget finds ovs-vswitchd's control socket in dir.
+func appctlTarget(dir string) string {
+	if dir == "" {
+		return "ovs-vswitchd"
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ovs-vswitchd.ctl")); err == nil {
+		return filepath.Join(dir, "ovs-vswitchd.ctl")
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "ovs-vswitchd.pid")); err == nil {
+		return filepath.Join(dir, "ovs-vswitchd."+strings.TrimSpace(string(b))+".ctl")
+	}
+	return "ovs-vswitchd"
 }
 
 // IfNames returns the host-side veth name ("bv" + 11 characters of the port
@@ -210,10 +283,12 @@ func (p *Plumber) List(ctx context.Context, setID string) ([]observed.Port, erro
 	if setID != "" {
 		ext[ExtSet] = setID
 	}
+	gen := p.snapGeneration()
 	rows, err := p.ovs.findInterfaces(ctx, ext)
 	if err != nil {
 		return nil, err
 	}
+	p.remember(gen, rows)
 	h, err := p.open()
 	if err != nil {
 		return nil, err
@@ -345,15 +420,21 @@ func (p *Plumber) Plumb(ctx context.Context, setID string, index int, port schem
 	}
 	hostEnd, peer := IfNames(port.ID)
 	ifName := IfName(index)
+	p.invalidate()
+	defer p.invalidate()
 	h, err := p.open()
 	if err != nil {
 		return err
 	}
 	defer h.close()
 
-	// Clear earlier plumbing of the port. The OVS row goes in its own
-	// transaction first: vswitchd must close the old device before a new
-	// veth of the same name appears, or it keeps reading the dead one.
+	// Clear earlier plumbing of the port. Its flows and shaping go first,
+	// then the OVS row in its own transaction: vswitchd must close the old
+	// device before a new veth of the same name appears, or it keeps
+	// reading the dead one.
+	if err := p.forget(ctx, hostEnd, 0, h); err != nil {
+		return fmt.Errorf("remove stale data path of %s: %w", hostEnd, err)
+	}
 	if err := p.ovs.delPort(ctx, hostEnd); err != nil {
 		return fmt.Errorf("remove stale port %s: %w", hostEnd, err)
 	}
@@ -369,7 +450,7 @@ func (p *Plumber) Plumb(ctx context.Context, setID string, index int, port schem
 		return err
 	}
 
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostEnd}, PeerName: peer}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostEnd, TxQLen: 1000, MTU: port.MTU}, PeerName: peer, PeerTxQLen: 1000, PeerMTU: uint32(max(port.MTU, 0))}
 	if err := h.agent.LinkAdd(veth); err != nil {
 		return fmt.Errorf("create veth %s: %w", hostEnd, err)
 	}
@@ -381,9 +462,17 @@ func (p *Plumber) Plumb(ctx context.Context, setID string, index int, port schem
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.CallTimeout)
 		defer cancel()
 		if plugged {
+			if derr := p.forget(uctx, hostEnd, 0, h); derr != nil {
+				err = errors.Join(err, derr)
+			}
 			if derr := p.ovs.delPort(uctx, hostEnd); derr != nil {
 				err = errors.Join(err, derr)
 			}
+			p.mu.Lock()
+			if derr := p.syncHostLocked(uctx); derr != nil {
+				err = errors.Join(err, derr)
+			}
+			p.mu.Unlock()
 		}
 		for _, nh := range []*netlink.Handle{h.sw, h.agent} {
 			if derr := p.removeOwnedLink(nh, hostEnd); derr != nil {
@@ -427,6 +516,12 @@ func (p *Plumber) Plumb(ctx context.Context, setID string, index int, port schem
 	if err != nil {
 		return fmt.Errorf("find %s in switch netns: %w", hostEnd, err)
 	}
+	// The host end only carries the set's frames: without IPv6 the
+	// switch's kernel sends nothing of its own (router solicitations,
+	// MLD reports) straight into the set.
+	if err := p.disableIPv6(h, hostEnd); err != nil {
+		return err
+	}
 	if err := h.sw.LinkSetUp(hostLink); err != nil {
 		return fmt.Errorf("set %s up: %w", hostEnd, err)
 	}
@@ -434,12 +529,14 @@ func (p *Plumber) Plumb(ctx context.Context, setID string, index int, port schem
 		return err
 	}
 	plugged = true
+	// Until its flows are in, the port's traffic meets table 0's drop.
 	if err := p.ovs.addPort(ctx, p.cfg.Bridge, hostEnd, map[string]string{
 		ExtSet: setID, ExtPort: port.ID, ExtHost: p.cfg.Host,
+		ExtVNI: strconv.FormatUint(uint64(flows.VNIOf(port.NetworkID, port.VNI)), 10),
 	}); err != nil {
 		return fmt.Errorf("add %s to bridge %s: %w", hostEnd, p.cfg.Bridge, err)
 	}
-	return nil
+	return p.applyPolicy(ctx, index, port, pid, h)
 }
 
 // configureInside renames the peer to ifName in the netns of pid and gives
@@ -528,15 +625,25 @@ func (p *Plumber) Unplumb(ctx context.Context, port observed.Port) error {
 	if port.Iface != "" {
 		hostEnd = port.Iface
 	}
-	if err := p.ovs.delPort(ctx, hostEnd); err != nil {
-		return err
-	}
+	p.invalidate()
+	defer p.invalidate()
 	h, err := p.open()
 	if err != nil {
 		return err
 	}
 	defer h.close()
+	if err := p.forget(ctx, hostEnd, port.OFPort, h); err != nil {
+		return err
+	}
+	if err := p.ovs.delPort(ctx, hostEnd); err != nil {
+		return err
+	}
 	var errs []error
+	p.mu.Lock()
+	if err := p.syncHostLocked(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	p.mu.Unlock()
 	for _, x := range []struct {
 		h    *netlink.Handle
 		name string
@@ -575,4 +682,48 @@ func (p *Plumber) Counters(ctx context.Context, port observed.Port) (schema.NICS
 	st.RxOctets, st.RxPackets, st.RxDrop = s.TxBytes, s.TxPackets, s.TxDropped
 	st.TxOctets, st.TxPackets, st.TxDrop = s.RxBytes, s.RxPackets, s.RxDropped
 	return st, nil
+}
+
+// disableIPv6 turns IPv6 off on an interface of the switch netns (a
+// sysctl, which is per network namespace: written from a thread inside
+// it). Kernels without IPv6 have nothing to turn off.
+func (p *Plumber) disableIPv6(h *handles, dev string) error {
+	path := "/proc/sys/net/ipv6/conf/" + dev + "/disable_ipv6"
+	write := func() error {
+		err := os.WriteFile(path, []byte("1"), 0o644)
+		if errors.Is(err, os.ErrNotExist) {
+			if _, serr := os.Stat("/proc/sys/net/ipv6"); serr != nil {
+				return nil
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("disable ipv6 on %s: %w", dev, err)
+		}
+		return nil
+	}
+	if !h.separate() {
+		return write()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(h.swNS); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter switch netns: %w", err)
+			return
+		}
+		err = write()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		} // else the thread dies with this goroutine, never reused
+		errc <- err
+	}()
+	return <-errc
 }

@@ -70,6 +70,9 @@ type Port struct {
 	// Attached is true when the infra container's netns has eth0 with the
 	// port's MAC. Only checked while the infra container runs.
 	Attached bool
+	// Policy is true when the port's flows, shaping and MTU match the
+	// desired port. Only checked for attached ports.
+	Policy bool
 }
 
 // Volume is one set volume (a Docker volume labelled as ours).

@@ -38,6 +38,9 @@ const (
 	OpRestart Op = "restart"
 	// OpUpdate: apply the desired limits to the members in Targets live.
 	OpUpdate Op = "update"
+	// OpNetwork: re-apply the data path of plugged ports (flows, shaping,
+	// MTU) that differs from desired, live.
+	OpNetwork Op = "network"
 	// OpReboot: restart every member (infra and the IP stay).
 	OpReboot Op = "reboot"
 	// OpPause and OpUnpause freeze and thaw every container of the set.
@@ -202,6 +205,9 @@ func Decide(d *schema.DesiredSet, o *observed.Set, applied ledger.Entry, now tim
 	if r := portsDrift(d, o); r != "" {
 		return Action{Op: OpStart, Reason: r}
 	}
+	if r := policyDrift(d, o); r != "" {
+		return Action{Op: OpNetwork, Reason: r}
+	}
 	if t := limitsDrift(ms, o); t != nil {
 		return Action{Op: OpUpdate, Targets: t, Reason: "limits differ"}
 	}
@@ -365,6 +371,16 @@ func portsDrift(d *schema.DesiredSet, o *observed.Set) string {
 	for _, p := range o.Ports {
 		if !want[p.PortID] {
 			return "port " + p.PortID + " no longer desired"
+		}
+	}
+	return ""
+}
+
+// policyDrift says which plugged port's data path differs from d, or "".
+func policyDrift(d *schema.DesiredSet, o *observed.Set) string {
+	for _, p := range d.Ports {
+		if op := o.Port(p.ID); op != nil && !op.Policy {
+			return "port " + p.ID + " policy differs"
 		}
 	}
 	return ""

@@ -58,7 +58,7 @@ func member(d *schema.DesiredSet, name string, running bool, exit int) *observed
 }
 
 func plugged(id string) observed.Port {
-	return observed.Port{SetID: "s1", PortID: id, Iface: "bv" + id, InSwitch: true, LinkPresent: true, Attached: true}
+	return observed.Port{SetID: "s1", PortID: id, Iface: "bv" + id, InSwitch: true, LinkPresent: true, Attached: true, Policy: true}
 }
 
 func set(infra *observed.Container, members []*observed.Container, ports ...observed.Port) *observed.Set {
@@ -72,6 +72,8 @@ func set(infra *observed.Container, members []*observed.Container, ports ...obse
 }
 
 func mod(c *observed.Container, f func(*observed.Container)) *observed.Container { f(c); return c }
+
+func mod2(p observed.Port, f func(*observed.Port)) observed.Port { f(&p); return p }
 
 func applied(gen int64) ledger.Entry { return ledger.Entry{Generation: gen} }
 
@@ -175,6 +177,20 @@ func TestDecide(t *testing.T) {
 			want:    OpStart,
 		},
 		{name: "port no longer desired", desired: desiredSet(schema.SetRunning, 2), obs: up(run1), applied: applied(1), want: OpStart},
+		{
+			name:    "port policy differs (new rules or bandwidth, lost flows): re-applied live",
+			desired: run1,
+			obs:     set(ctr("infra", true, 0), app(true, 0), mod2(plugged("p1"), func(p *observed.Port) { p.Policy = false })),
+			applied: applied(1),
+			want:    OpNetwork,
+		},
+		{
+			name:    "broken plumbing wins over policy",
+			desired: run1,
+			obs:     set(ctr("infra", true, 0), app(true, 0), observed.Port{SetID: "s1", PortID: "p1", InSwitch: true, LinkPresent: true}),
+			applied: applied(1),
+			want:    OpStart,
+		},
 		{name: "running, desired stopped", desired: desiredSet(schema.SetStopped, 2, "p1"), obs: up(run1), applied: applied(1), want: OpStop},
 		{name: "started outside berth while stopped", desired: desiredSet(schema.SetStopped, 2), obs: set(ctr("infra", false, 0), app(true, 0)), applied: applied(2), want: OpStop},
 		{name: "only infra running while stopped", desired: desiredSet(schema.SetStopped, 2), obs: set(ctr("infra", true, 0), app(false, 0)), applied: applied(2), want: OpStop},

@@ -57,10 +57,20 @@ type Network interface {
 	// interface (eth<index>) configured for port.
 	Attached(ctx context.Context, index int, port schema.SetPort, pid int) (bool, error)
 	// Plumb gives the netns of pid eth<index> for port (the first port also
-	// gets the default route) and plugs its host end into the switch,
-	// replacing any earlier plumbing of the port.
+	// gets the default route), plugs its host end into the switch,
+	// replacing any earlier plumbing of the port, and applies its policy
+	// (see ApplyPolicy).
 	Plumb(ctx context.Context, setID string, index int, port schema.SetPort, pid int) error
-	// Unplumb removes the port from the switch and deletes its veth.
+	// Policy reports whether the data path of the plugged port (flows:
+	// isolation, anti-spoofing, security groups; shaping; MTU) matches
+	// port. Checked, like Attached, while the infra container runs.
+	Policy(ctx context.Context, index int, port schema.SetPort, pid int) (bool, error)
+	// ApplyPolicy makes the data path of the plugged port match port,
+	// live (no replumbing, established connections of rules that stay
+	// keep flowing).
+	ApplyPolicy(ctx context.Context, setID string, index int, port schema.SetPort, pid int) error
+	// Unplumb removes the port, its flows and shaping from the switch and
+	// deletes its veth.
 	Unplumb(ctx context.Context, port observed.Port) error
 }
 

@@ -23,6 +23,7 @@ type fakeHost struct {
 	next     int
 	ctrs     map[string]*observed.Container
 	ports    map[string]observed.Port // by port ID
+	policy   map[string]string        // applied policy by port ID
 	calls    []string
 	plumbErr error
 	gate     chan struct{} // when set, Images.Ensure waits on it
@@ -36,7 +37,7 @@ var (
 )
 
 func newFakeHost() *fakeHost {
-	return &fakeHost{ctrs: map[string]*observed.Container{}, ports: map[string]observed.Port{}}
+	return &fakeHost{ctrs: map[string]*observed.Container{}, ports: map[string]observed.Port{}, policy: map[string]string{}}
 }
 
 func (h *fakeHost) record(format string, args ...any) {
@@ -195,7 +196,30 @@ func (f fakeNetwork) Plumb(_ context.Context, setID string, _ int, port schema.S
 		return f.h.plumbErr
 	}
 	f.h.ports[port.ID] = observed.Port{SetID: setID, PortID: port.ID, InSwitch: true, LinkPresent: true}
+	f.h.policy[port.ID] = policyKey(port)
 	f.h.record("plumb %s", port.ID)
+	return nil
+}
+
+// policyKey is what the fake data path "applies" of a port.
+func policyKey(p schema.SetPort) string {
+	return fmt.Sprintf("%v %v %+v %d", p.PortSecurity, p.Rules, p.Bandwidth, p.MTU)
+}
+
+func (f fakeNetwork) Policy(_ context.Context, _ int, port schema.SetPort, _ int) (bool, error) {
+	f.h.mu.Lock()
+	defer f.h.mu.Unlock()
+	return f.h.policy[port.ID] == policyKey(port), nil
+}
+
+func (f fakeNetwork) ApplyPolicy(_ context.Context, _ string, _ int, port schema.SetPort, _ int) error {
+	f.h.mu.Lock()
+	defer f.h.mu.Unlock()
+	if _, ok := f.h.ports[port.ID]; !ok {
+		return errors.New("port not plugged")
+	}
+	f.h.policy[port.ID] = policyKey(port)
+	f.h.record("policy %s", port.ID)
 	return nil
 }
 
@@ -203,6 +227,7 @@ func (f fakeNetwork) Unplumb(_ context.Context, p observed.Port) error {
 	f.h.mu.Lock()
 	defer f.h.mu.Unlock()
 	delete(f.h.ports, p.PortID)
+	delete(f.h.policy, p.PortID)
 	f.h.record("unplumb %s", p.PortID)
 	return nil
 }
@@ -409,4 +434,31 @@ func TestOrphanDryRun(t *testing.T) {
 	if n := h.callCount("remove"); n != 0 {
 		t.Errorf("dry run removed the orphan: %v", h.calls)
 	}
+}
+
+// A new generation that only changes a port's policy (rules, bandwidth) is
+// applied live: no replumb, no container touched.
+func TestPolicyChangeIsLive(t *testing.T) {
+	r, h, _ := newFakeReconciler(t, Config{})
+	d := fakeSet(schema.SetRunning, 1)
+	settle(t, r, []schema.DesiredSet{d}, func(s schema.ObservedSet, ok bool) bool {
+		return ok && s.Generation == 1 && s.PowerState == schema.PowerRunning
+	})
+	plumbs, creates := h.callCount("plumb "), h.callCount("create ")
+
+	d.Generation = 2
+	d.Ports[0].Bandwidth = &schema.SetBandwidth{InboundAverageKBps: 1000}
+	d.Ports[0].Rules = []schema.SetRule{{Direction: "ingress", Protocol: "tcp", PortMin: 22, PortMax: 22}}
+	settle(t, r, []schema.DesiredSet{d}, func(s schema.ObservedSet, ok bool) bool { return ok && s.Generation == 2 })
+	if got := h.callCount("policy p1"); got != 1 {
+		t.Errorf("policy applied %d times, want 1", got)
+	}
+	if h.callCount("plumb ") != plumbs || h.callCount("create ") != creates {
+		t.Errorf("calls %v: a policy change must not replumb or recreate", h.calls)
+	}
+	// Drift (flows lost to a vswitchd restart) is repaired by the next sync.
+	h.mu.Lock()
+	h.policy["p1"] = "lost"
+	h.mu.Unlock()
+	settle(t, r, []schema.DesiredSet{d}, func(schema.ObservedSet, bool) bool { return h.callCount("policy p1") == 2 })
 }

@@ -604,6 +604,11 @@ func (r *Reconciler) observe(ctx context.Context, setID string, desired []schema
 				return nil, fmt.Errorf("check port %s: %w", p.ID, err)
 			}
 			op.Attached = ok
+			if ok && op.InSwitch {
+				if op.Policy, err = r.nw.Policy(ctx, i, p, o.Infra.Pid); err != nil {
+					return nil, fmt.Errorf("check policy of port %s: %w", p.ID, err)
+				}
+			}
 		}
 	}
 	return sets, nil
@@ -635,6 +640,8 @@ func (r *Reconciler) apply(ctx context.Context, a Action, d *schema.DesiredSet, 
 		return r.restart(ctx, d, o, a.Targets, entry)
 	case OpUpdate:
 		return r.update(ctx, d, o, a.Targets)
+	case OpNetwork:
+		return r.network(ctx, d, o)
 	case OpReboot:
 		if err := r.reboot(ctx, d, o); err != nil {
 			return err
@@ -945,6 +952,21 @@ func (r *Reconciler) update(ctx context.Context, d *schema.DesiredSet, o *observ
 		}
 		if err := r.rt.Update(ctx, c.ID, m.Limits); err != nil {
 			return fmt.Errorf("update %s container: %w", m.Name, err)
+		}
+	}
+	return nil
+}
+
+// network re-applies the policy (flows, shaping, MTU) of plugged ports
+// whose data path differs from desired, live.
+func (r *Reconciler) network(ctx context.Context, d *schema.DesiredSet, o *observed.Set) error {
+	for i, p := range d.Ports {
+		op := o.Port(p.ID)
+		if op == nil || op.Policy || !running(o.Infra) {
+			continue
+		}
+		if err := r.nw.ApplyPolicy(ctx, d.ID, i, p, o.Infra.Pid); err != nil {
+			return fmt.Errorf("apply policy of port %s: %w", p.ID, err)
 		}
 	}
 	return nil
