@@ -26,6 +26,7 @@ import (
 	"berth/internal/apierr"
 	"berth/internal/httpx"
 	"berth/internal/keystone"
+	"berth/internal/pgdb"
 	"berth/schema"
 )
 
@@ -182,6 +183,7 @@ func (s *Server) wrap(h handler) http.Handler {
 
 // fail logs err once (5xx at Error, the rest at Debug) and renders it.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	err = pgdb.Classify(err)
 	e := apierr.As(err)
 	level := slog.LevelDebug
 	if e.HTTPStatus() >= 500 {

@@ -136,3 +136,15 @@ func NotFound(err error, msg string) error {
 	}
 	return err
 }
+
+// Classify turns PostgreSQL's data exceptions (SQLSTATE class 22: a NUL or
+// invalid UTF-8 in text, a number out of range, a malformed value) into
+// Invalid errors: they are the client's bad input reaching the database,
+// never a server fault. Other errors pass through unchanged.
+func Classify(err error) error {
+	var pe *pq.Error
+	if err == nil || !errors.As(err, &pe) || len(pe.Code) < 2 || pe.Code[:2] != "22" {
+		return err
+	}
+	return apierr.Wrap(err, apierr.Invalid, "Invalid input: a value is not acceptable (%s).", pe.Code.Name())
+}

@@ -16,6 +16,7 @@ import (
 	"berth/internal/apierr"
 	"berth/internal/httpx"
 	"berth/internal/keystone"
+	"berth/internal/pgdb"
 	"berth/region/agentclient"
 	"berth/region/imageclient"
 	"berth/region/scheduler"
@@ -164,7 +165,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 // logged with the request id and shown as a generic computeFault.
 func (a *API) wrap(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		err := h(w, r)
+		err := pgdb.Classify(h(w, r))
 		if err == nil {
 			return
 		}

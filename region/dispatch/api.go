@@ -13,6 +13,7 @@ import (
 
 	"berth/internal/apierr"
 	"berth/internal/httpx"
+	"berth/internal/pgdb"
 	"berth/schema"
 )
 
@@ -70,7 +71,7 @@ func (a *API) wrap(h handler) http.Handler {
 		host := mux.Vars(r)["host"]
 		var err error = apierr.Invalidf("Invalid host name %q.", host)
 		if hostNameRE.MatchString(host) {
-			err = h(w, r, host)
+			err = pgdb.Classify(h(w, r, host))
 		}
 		if err != nil {
 			if apierr.KindOf(err) == apierr.Internal {

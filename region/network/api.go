@@ -19,6 +19,7 @@ import (
 	"berth/internal/apierr"
 	"berth/internal/httpx"
 	"berth/internal/keystone"
+	"berth/internal/pgdb"
 	"berth/region/store"
 )
 
@@ -77,7 +78,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 func (a *API) wrap(notFound string, h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		keystone.StripIdentityHeaders(r.Header)
-		err := h(w, r)
+		err := pgdb.Classify(h(w, r))
 		if err == nil {
 			return
 		}

@@ -20,20 +20,6 @@ import (
 // failing on them. Delete an entry together with its fix: from then on the
 // same answer fails the tests.
 var knownBugs = map[string]string{
-	"B1": "region: a path parameter holding a NUL byte or invalid UTF-8 (e.g. GET /v2.1/flavors/%00, " +
-		"GET /v2.1/os-keypairs/%ff%fe) is passed to PostgreSQL, which rejects it (SQLSTATE 22021, " +
-		"invalid byte sequence for encoding UTF8), and the API answers 500 computeFault instead of 404 itemNotFound (A6)",
-	"B3": "imagesvc: the same for image tags, members and layers: PUT /v2/images/{id}/tags/%00, " +
-		"GET|PUT|DELETE /v2/images/{id}/members/%ff%fe, GET /v2/layers/%00 answer 500 (PostgreSQL 22021) " +
-		"instead of 400/404 in Glance's fault shape (A6)",
-	"B4": "region/network: a string holding NUL (JSON \"\\u0000\", valid JSON but not PostgreSQL text) in a " +
-		"Neutron body, e.g. POST /v2.0/networks {\"network\": {\"name\": \"a\\u0000\"}}, is passed to PostgreSQL " +
-		"and the API answers 500 instead of 400 HTTPBadRequest (A6)",
-	"B5": "imagesvc: the same for Glance bodies: POST /v2/images with a name, a property or a tag holding " +
-		"\"\\u0000\", PATCH replace /name or add /p with it, POST /v2/images/{id}/members {\"member\": \"a\\u0000b\"} " +
-		"answer 500 instead of 400 (A6)",
-	"B6": "region/compute: server metadata holding \"\\u0000\" in a key or value (POST /v2.1/servers with metadata, " +
-		"PUT|POST /v2.1/servers/{id}/metadata) answers 500 computeFault instead of 400 badRequest (A6); names are checked",
 	"B7": "region/compute: a create retried with the same X-Openstack-Request-Id (the client lost the first 202) " +
 		"makes a second server; issue 9 wants the retry to return the first (region keeps the id for tracing only)",
 	"B2": "imagesvc: GET /v2/images/{id}/file with a malformed or unsatisfiable Range header (bytes=abc, " +
