@@ -1213,3 +1213,30 @@ func TestNovaDetails(t *testing.T) {
 		t.Errorf("unknown path without a token: %d, want 401", resp.StatusCode)
 	}
 }
+
+func TestTunnelPeersAndVNI(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	for name, ip := range map[string]string{"h1": "172.31.0.1", "h2": "172.31.0.2", "h3": ""} {
+		if code := e.agent(t, http.MethodPut, "/hosts/"+name, schema.HostRegister{VCPUs: 2, MemoryMB: 4096, DiskGB: 50, TunnelIP: ip}, nil); code != 200 {
+			t.Fatalf("register %s: %d", name, code)
+		}
+	}
+	ds := e.desired(t, "h1")
+	if len(ds.Peers) != 1 || ds.Peers[0].Host != "h2" || ds.Peers[0].TunnelIP != "172.31.0.2" {
+		t.Errorf("h1 peers = %+v, want only h2 (h3 has no tunnel endpoint)", ds.Peers)
+	}
+	if _, err := servers.Create(ctx, e.client("demo-token"), servers.CreateOpts{Name: "v", ImageRef: demoImage, FlavorRef: "1",
+		AvailabilityZone: "nova"}, nil).Extract(); err != nil {
+		t.Fatal(err)
+	}
+	var vni int
+	for _, h := range []string{"h1", "h2", "h3"} {
+		for _, s := range e.desired(t, h).Sets {
+			vni = s.Ports[0].VNI
+		}
+	}
+	if vni <= 0 {
+		t.Errorf("port VNI = %d, want the network's positive VNI", vni)
+	}
+}

@@ -19,9 +19,14 @@ func setPort(ctx context.Context, tx *sqlx.Tx, p *Port, bw *schema.SetBandwidth)
 		ID: p.ID, NetworkID: p.NetworkID, MAC: p.MACAddress, IP: p.IPAddress, PrefixLen: prefixLen(p.CIDR),
 		Gateway: p.GatewayIP, CIDR: p.CIDR, PortSecurity: p.PortSecurityEnabled, Bandwidth: bw,
 	}
-	if err := tx.GetContext(ctx, &sp.MTU, `SELECT mtu FROM networks WHERE id = $1`, p.NetworkID); err != nil {
+	var net struct {
+		MTU int `db:"mtu"`
+		VNI int `db:"vni"`
+	}
+	if err := tx.GetContext(ctx, &net, `SELECT mtu, vni FROM networks WHERE id = $1`, p.NetworkID); err != nil {
 		return sp, err
 	}
+	sp.MTU, sp.VNI = net.MTU, net.VNI
 	if !p.PortSecurityEnabled {
 		return sp, nil
 	}

@@ -49,11 +49,21 @@ func (s *Store) RegisterHost(ctx context.Context, name string, r schema.HostRegi
 	}
 	return s.tx(ctx, func(tx *sqlx.Tx) error {
 		_, err := tx.ExecContext(ctx, `
-			INSERT INTO hosts (name, vcpus, memory_mb, disk_gb, labels, agent_version, agent_url, last_heartbeat)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+			INSERT INTO hosts (name, vcpus, memory_mb, disk_gb, labels, agent_version, agent_url, tunnel_ip, last_heartbeat)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
 			ON CONFLICT (name) DO UPDATE SET vcpus = $2, memory_mb = $3, disk_gb = $4,
-				labels = $5, agent_version = $6, agent_url = $7, last_heartbeat = now()`,
-			name, r.VCPUs, r.MemoryMB, r.DiskGB, labels, r.AgentVersion, r.AgentURL)
+				labels = $5, agent_version = $6, agent_url = $7, tunnel_ip = $8, last_heartbeat = now()`,
+			name, r.VCPUs, r.MemoryMB, r.DiskGB, labels, r.AgentVersion, r.AgentURL, r.TunnelIP)
+		if err != nil {
+			return err
+		}
+		// Every other host with a tunnel learns about this one (and about a
+		// changed address) through its desired state.
+		_, err = tx.ExecContext(ctx, `UPDATE hosts SET desired_index = desired_index + 1 WHERE name <> $1 AND tunnel_ip <> ''`, name)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `SELECT pg_notify('berth_desired', name) FROM hosts WHERE name <> $1 AND tunnel_ip <> ''`, name)
 		return err
 	})
 }

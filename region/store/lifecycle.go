@@ -206,6 +206,17 @@ func (s *Store) DesiredForHost(ctx context.Context, host string) (*schema.Desire
 			WHERE host = $1 AND deleted_at IS NULL ORDER BY created_at, id`, host); err != nil {
 			return err
 		}
+		var peers []struct {
+			Host     string `db:"name"`
+			TunnelIP string `db:"tunnel_ip"`
+		}
+		if err := tx.SelectContext(ctx, &peers, `SELECT name, tunnel_ip FROM hosts
+			WHERE name <> $1 AND tunnel_ip <> '' ORDER BY name`, host); err != nil {
+			return err
+		}
+		for _, p := range peers {
+			out.Peers = append(out.Peers, schema.Peer{Host: p.Host, TunnelIP: p.TunnelIP})
+		}
 		ids := make([]string, len(srvs))
 		for i := range srvs {
 			ids[i] = srvs[i].ID
