@@ -138,9 +138,15 @@ func TestStopGrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// TERM is ignored: KILL after the set's 1s grace, not the agent's 3s.
-	if j.State.ExitCode != 137 || took < time.Second || took > 2900*time.Millisecond {
-		t.Errorf("stop took %s with exit %d, want KILL (137) after ~1s", took, j.State.ExitCode)
+	// TERM is ignored: KILL (137) once the grace has passed, and the grace
+	// is the set's 1s, not the agent's default. The elapsed time is only
+	// checked from below (no KILL before the grace): an upper bound would
+	// measure the machine's load, not the agent.
+	if j.State.ExitCode != 137 || took < time.Second {
+		t.Errorf("stop took %s with exit %d, want KILL (137) after at least the 1s grace", took, j.State.ExitCode)
+	}
+	if st := j.Config.StopTimeout; st == nil || *st != 1 {
+		t.Errorf("container stop timeout = %v, want the set's 1s grace", st)
 	}
 }
 
