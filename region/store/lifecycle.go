@@ -314,9 +314,14 @@ func (s *Store) Heartbeat(ctx context.Context, host string) error {
 // stale report can never finish a newer task.
 func (s *Store) ApplyObserved(ctx context.Context, host string, obs schema.ObservedSet) error {
 	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		if !validUUID(obs.ID) {
+			return nil // not a set of ours
+		}
 		var srv Server
+		// id = $1 (not id::text) so the primary key index serves the
+		// lookup: this runs for every set in every report of every host.
 		err := tx.GetContext(ctx, &srv, `SELECT `+serverCols+` FROM servers
-			WHERE id::text = $1 AND host = $2 AND deleted_at IS NULL FOR UPDATE`, obs.ID, host)
+			WHERE id = $1 AND host = $2 AND deleted_at IS NULL FOR UPDATE`, obs.ID, host)
 		if err != nil {
 			return nil // not ours (any more): the agent reaps sets it has no desire for
 		}
