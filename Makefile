@@ -47,6 +47,27 @@ test-unit: ## Plain go test ./... (tests needing real services skip and say why)
 test-e2e: deps build ## Only the end-to-end test (brings its own stack)
 	BERTH_REQUIRE_REAL=1 $(GO) test -count=1 -v -timeout 15m ./tests/e2e/
 
+# Every `go test -fuzz` target, as package:Func. `make test` runs only their
+# seed corpora (plain go test); soak fuzzes each for SOAK_FUZZTIME.
+FUZZ_TARGETS := internal/httpx:FuzzDecodeJSON \
+        imagesvc/dockerarchive:FuzzRead imagesvc/dockerarchive:FuzzReadSpooled \
+        imagesvc/api:FuzzImageBodies imagesvc/api:FuzzImageUpload \
+        region/compute:FuzzServerCreate region/compute:FuzzServerAction region/compute:FuzzComputeBodies \
+        region/network:FuzzNetworkBodies client/cli:FuzzParseSetFile
+SOAK_FUZZTIME ?= 2m
+SOAK_ROUNDS   ?= 5
+SOAK_REQUESTS ?= 100000
+
+.PHONY: soak
+soak: deps build ## Fuzz every decoder for SOAK_FUZZTIME, then the fault suite with 100k requests and SOAK_ROUNDS churn rounds
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "== fuzz $$pkg $$fn for $(SOAK_FUZZTIME)"; \
+		BERTH_REQUIRE_REAL=1 $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(SOAK_FUZZTIME) -fuzzminimizetime 30s ./$$pkg; \
+	done
+	BERTH_REQUIRE_REAL=1 BERTH_FAULTS_FUZZ_REQUESTS=$(SOAK_REQUESTS) BERTH_FAULTS_FUZZ_SECONDS=1200 \
+		BERTH_FAULTS_ROUNDS=$(SOAK_ROUNDS) BERTH_FAULTS_CHURN_SERVERS=20 \
+		$(GO) test -count=1 -v -timeout 2h ./tests/faults/
+
 .PHONY: bench
 bench: deps build ## Benchmarks against the raw tools on a throw-away stack (≤ 20 min); updates docs/performance.md
 	$(GO) build -o $(BIN)/berth-bench ./bench/cmd/berth-bench
