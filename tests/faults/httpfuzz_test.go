@@ -915,7 +915,11 @@ func TestHTTPFuzz(t *testing.T) {
 	for name, pid := range pids {
 		b, a := before[name], after[name]
 		t.Logf("%s: fds %d → %d, threads %d → %d, rss %d → %d MiB", name, b.fds, a.fds, b.threads, a.threads, b.rssKB>>10, a.rssKB>>10)
-		if a.fds > b.fds+8 {
+		// Pools legitimately keep some connections open after a burst (up
+		// to 10 idle PostgreSQL connections, a few idle HTTP keep-alives to
+		// Keystone and imagesvc); a leak over 10,000 requests would show as
+		// hundreds.
+		if a.fds > b.fds+24 {
 			t.Errorf("%s: %d descriptors after the fuzz, %d before: a leak? now %v", name, a.fds, b.fds, fdLinks(pid))
 		}
 		if a.threads > b.threads+16 {
