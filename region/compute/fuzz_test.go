@@ -331,6 +331,8 @@ var fzRoutes = []struct{ method, path string }{
 	{http.MethodPut, "/v2.1/os-services/disable-log-reason"},
 	{http.MethodPut, "/v2.1/os-services/force-down"},
 	{http.MethodPost, "/v2.1/berth-sets"},
+	{http.MethodPost, "/v2.1/os-security-groups"},
+	{http.MethodPost, "/v2.1/os-security-group-rules"},
 }
 
 // FuzzComputeBodies sends arbitrary bodies, as any of four users, to every
@@ -360,6 +362,9 @@ func FuzzComputeBodies(f *testing.F) {
 	f.Add(uint8(5), []byte(`{"keypair": {"name": "`+strings.Repeat("k", 300)+`"}}`), "application/json", uint8(0))
 	f.Add(uint8(6), []byte(`{"server_group": {"name": "g", "policy": "soft-affinity", "rules": {"max_server_per_host": 1}}}`), "application/json", uint8(0))
 	f.Add(uint8(2), []byte(`{"metadata": {"`+strings.Repeat("k", 300)+`": "v"}}`), "application/json", uint8(0))
+	f.Add(uint8(15), []byte(`{"security_group": {"name": "g", "description": "d"}}`), "application/json", uint8(0))
+	f.Add(uint8(16), []byte(`{"security_group_rule": {"parent_group_id": "00000000-0000-0000-0000-000000000000", "ip_protocol": "tcp", "from_port": 22, "to_port": "23", "cidr": "10.0.0.0/8"}}`), "application/json", uint8(0))
+	f.Add(uint8(16), []byte(`{"security_group_rule": {"parent_group_id": "x", "ip_protocol": "icmp", "from_port": -1, "to_port": 300, "cidr": "10.0.0.0/99"}}`), "application/json", uint8(0))
 	for _, set := range []string{
 		`{"set": {"name": "s", "flavorRef": "1", "containers": [{"name": "infra", "image": "` + fzImage + `"}]}}`,
 		`{"set": {"name": "s", "flavorRef": "1", "containers": [{"name": "a", "image": "` + fzImage + `", "volumes": [{"name": "v", "path": "/proc/x"}]}]}}`,

@@ -19,7 +19,11 @@ import (
 // close its idle connections before counting.
 var transport = &http.Transport{MaxIdleConnsPerHost: 32, IdleConnTimeout: 30 * time.Second}
 
-var httpClient = &http.Client{Transport: transport, Timeout: 60 * time.Second}
+// httpClient does not follow redirects: the answer to the request sent is
+// the one checked (gorilla/mux answers /v2/images/.. with a 301 to /v2,
+// which is the registry's base).
+var httpClient = &http.Client{Transport: transport, Timeout: 60 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 // reply is one HTTP answer, body read.
 type reply struct {

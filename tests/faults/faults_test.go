@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand"
 	"net/http"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -290,17 +291,16 @@ func TestContainerKilledOutside(t *testing.T) {
 		t.Errorf("instance actions %+v lack a stop by req-sync-power-state", acts)
 	}
 
-	// Started outside Berth while SHUTOFF (infra first: the app joins its
-	// namespaces): stopped again.
-	if err := s.Docker().ContainerStart(ctx, roleContainer(t, s, id, "infra"), container.StartOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Docker().ContainerStart(ctx, app, container.StartOptions{}); err != nil {
+	// Started outside Berth while SHUTOFF: stopped again. (The infra
+	// container: the app joins its namespaces, so it cannot start alone,
+	// and the agent may stop the infra again before the app could follow.)
+	infra := roleContainer(t, s, id, "infra")
+	if err := s.Docker().ContainerStart(ctx, infra, container.StartOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	started := time.Now()
 	for {
-		ins, err := s.Docker().ContainerInspect(ctx, app)
+		ins, err := s.Docker().ContainerInspect(ctx, infra)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -309,7 +309,7 @@ func TestContainerKilledOutside(t *testing.T) {
 			break
 		}
 		if time.Since(started) > syncInterval+stopGrace+10*time.Second {
-			t.Errorf("app container started outside Berth still runs %s later; the server is SHUTOFF", time.Since(started).Round(time.Second))
+			t.Errorf("infra container started outside Berth still runs %s later; the server is SHUTOFF", time.Since(started).Round(time.Second))
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
@@ -543,15 +543,42 @@ func observeSet(t *testing.T, s *devstack.Stack, id string) setState {
 // TestAgentRestartReattaches: the host agent stopped with SIGTERM, and
 // then with SIGKILL, and started again re-attaches to a running server:
 // the same containers with the same PIDs and restart counts, the same OVS
-// interfaces, the same tc qdiscs and classes, and HTTP to the server's
-// address keeps being answered throughout (R1).
+// interfaces, the same tc qdiscs and classes, and HTTP from another server
+// of the project (the default security group admits its members) to the
+// server's address keeps being answered throughout (R1). The probe runs
+// set to set: the host itself cannot reach sets through the pipeline yet
+// (known bug B8).
 func TestAgentRestartReattaches(t *testing.T) {
 	s := stack(t)
 	demo := token(t, s, devstack.UserDemo)
-	id := createServer(t, s, demo, "reattach-"+strconv.FormatInt(time.Now().UnixNano()%1e8, 36), demoImageID(t, s), "1")
-	t.Cleanup(func() { deleteAll(t, s, demo, []string{id}) })
+	sfx := strconv.FormatInt(time.Now().UnixNano()%1e8, 36)
+	id := createServer(t, s, demo, "reattach-"+sfx, demoImageID(t, s), "1")
+	client := createServer(t, s, demo, "reattach-client-"+sfx, demoImageID(t, s), "1")
+	t.Cleanup(func() { deleteAll(t, s, demo, []string{id, client}) })
 	waitServer(t, s, demo, id, 2*time.Minute, "ACTIVE", isStatus("ACTIVE"))
+	waitServer(t, s, demo, client, 2*time.Minute, "ACTIVE", isStatus("ACTIVE"))
 	ip := serverIP(t, s, demo, id)
+	from := appContainer(t, s, client)
+	probe := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		// (Debian's busybox wget segfaults on -T; hence timeout.)
+		out, err := exec.CommandContext(ctx, "docker", "exec", from, "timeout", "2", "wget", "-q", "-O", "-", "http://"+ip+"/").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	var baseline error
+	for range 10 { // the first packets may wait for ARP and flows
+		if baseline = probe(); baseline == nil {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if baseline != nil {
+		t.Fatalf("HTTP from server %s to %s (%s) fails before any fault: %v", client, id, ip, baseline)
+	}
 	before := observeSet(t, s, id)
 	if len(before.containers) < 2 || len(before.ifaces) == 0 {
 		t.Fatalf("server %s: containers %v, OVS interfaces %v; want infra + app and a port", id, before.containers, before.ifaces)
@@ -564,39 +591,38 @@ func TestAgentRestartReattaches(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 		for {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			resp, err := hc.Get("http://" + ip + "/")
-			if err == nil && resp.StatusCode == 200 {
+			if err := probe(); err == nil {
 				okN++
-				resp.Body.Close()
 			} else {
 				failN++
 				if len(fails) < 5 {
-					fails = append(fails, fmt.Sprint(err))
-				}
-				if resp != nil {
-					resp.Body.Close()
+					fails = append(fails, err.Error())
 				}
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+	for i, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		if err := s.KillService(devstack.ServiceHostAgent, sig); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Second)
 		back := restart(t, s, devstack.ServiceHostAgent)
-		// Let it run a full resync over the set.
-		time.Sleep(syncInterval + 2*time.Second)
-		after := observeSet(t, s, id)
 		t.Logf("%s: agent back in %s", sig, back.Round(time.Millisecond))
+		// Let it run a full resync over the set (after the second
+		// restart; after the first it only has to have adopted it).
+		wait := 3 * time.Second
+		if i == 1 {
+			wait = syncInterval + 2*time.Second
+		}
+		time.Sleep(wait)
+		after := observeSet(t, s, id)
 		if fmt.Sprint(after.containers) != fmt.Sprint(before.containers) {
 			t.Errorf("after %s and restart, containers %v; before %v", sig, after.containers, before.containers)
 		}
@@ -609,17 +635,12 @@ func TestAgentRestartReattaches(t *testing.T) {
 	}
 	close(stop)
 	<-done
-	t.Logf("HTTP to %s during the restarts: %d answered, %d failed", ip, okN, failN)
+	t.Logf("HTTP from %s to %s during the restarts: %d answered, %d failed", client, ip, okN, failN)
+	if okN == 0 || failN > 0 {
+		t.Errorf("HTTP to the server during the agent restarts: %d answered, %d failed (%v); want no loss", okN, failN, fails)
+	}
 	if sv, _ := getServer(t, s, demo, id); sv.Status != "ACTIVE" {
 		t.Errorf("server is %s after the restarts, want ACTIVE", sv.Status)
-	}
-	switch {
-	case okN == 0 && failN > 0:
-		// Not one request got through, restart or not: the host cannot
-		// reach sets at all (known bug B8), which says nothing about loss.
-		knownBug(t, "B8", fmt.Sprintf("HTTP from the host to %s: 0 answered, %d failed (%v)", ip, failN, fails))
-	case okN == 0 || failN > 0:
-		t.Errorf("HTTP to the server during the agent restarts: %d answered, %d failed (%v); want no loss", okN, failN, fails)
 	}
 }
 

@@ -120,6 +120,17 @@ func fuzzRoutes(fx fixtures) []fuzzRoute {
 		c(http.MethodDelete, "/servers/{server}/metadata/{key}"),
 		c(http.MethodPost, "/servers/{server}/action", actions...),
 		c(http.MethodGet, "/servers/{server}/ips"),
+		c(http.MethodGet, "/servers/{server}/ips/{netname}"),
+		c(http.MethodGet, "/servers/{server}/os-interface"),
+		c(http.MethodGet, "/servers/{server}/os-interface/{port}"),
+		c(http.MethodGet, "/servers/{server}/os-security-groups"),
+		c(http.MethodGet, "/servers/{server}/diagnostics"),
+		list(c(http.MethodGet, "/os-security-groups")),
+		c(http.MethodPost, "/os-security-groups", `{"security_group": {"name": "fzn", "description": "d"}}`),
+		c(http.MethodGet, "/os-security-groups/{sg}"),
+		c(http.MethodDelete, "/os-security-groups/{sg}"),
+		c(http.MethodPost, "/os-security-group-rules", `{"security_group_rule": {"parent_group_id": "`+fx.vals["sg"]+`", "ip_protocol": "tcp", "from_port": 22, "to_port": 22, "cidr": "10.0.0.0/8"}}`, `{"security_group_rule": {"parent_group_id": "`+fx.vals["sg"]+`", "ip_protocol": "icmp", "from_port": -1, "to_port": -1, "group_id": "`+fx.vals["sg"]+`"}}`),
+		c(http.MethodDelete, "/os-security-group-rules/{rule}"),
 		list(c(http.MethodGet, "/servers/{server}/berth-logs")),
 		c(http.MethodGet, "/servers/{server}/os-instance-actions"),
 		c(http.MethodGet, "/servers/{server}/os-instance-actions/{req}"),
@@ -441,7 +452,9 @@ func (f *fuzzer) do(ctx context.Context, q fuzzReq) {
 	req.Header = q.hdr
 	resp, err := httpClient.Do(req)
 	if err != nil {
-		if ctx.Err() == nil && !streaming {
+		if streaming && ctx.Err() == nil {
+			f.sent.Add(1) // a followed log that had nothing to say yet
+		} else if ctx.Err() == nil {
 			f.problem(fmt.Sprintf("%s %s: transport error", q.r.svc, q.r.method+" "+q.r.path), q, err.Error())
 		}
 		return
@@ -547,6 +560,9 @@ func mutateJSON(rng *rand.Rand, seed string) ([]byte, string) {
 		return remarshal(mutateValue(rng, doc, func() any { return randomValue(rng) })), "wrong-type"
 	case 5:
 		n := []int{256, 4097, 70000}[rng.Intn(3)]
+		if _, ok := knownBugs["B10"]; ok {
+			n = min(n, 20000) // B10 wedges region; TestLargeInvalidValues covers it
+		}
 		return remarshal(mutateValue(rng, doc, func() any { return strings.Repeat("x", n) })), "long-string"
 	case 6:
 		return remarshal(addField(rng, doc)), "unknown-field"
@@ -757,6 +773,7 @@ func setupFixtures(t *testing.T, s *devstack.Stack) fixtures {
 	v["alias"] = "security-group"
 	v["svcaction"] = "disable"
 	v["hyp"] = "1"
+	v["netname"] = "private"
 	v["digest"] = "sha256:" + strings.Repeat("b", 64)
 	v["chain"] = "sha256:" + strings.Repeat("c", 64)
 	v["upload"] = uuid.NewString()
@@ -841,6 +858,21 @@ func TestHTTPFuzz(t *testing.T) {
 	f.notImpl.Store(0)
 	clear(f.problems)
 	clear(f.counts)
+	// A well-behaved client cancels the registry uploads it opened (each
+	// holds a temp file until then, or for an hour).
+	cancelUploads := func() {
+		f.mu.Lock()
+		locs := f.uploads
+		f.uploads = nil
+		f.mu.Unlock()
+		for _, loc := range locs {
+			if !strings.HasPrefix(loc, "http") {
+				loc = s.ImageURL() + loc
+			}
+			api(t, http.MethodDelete, loc, f.toks[devstack.UserDemo], nil)
+		}
+	}
+	cancelUploads()
 	pids := map[string]int{"region": s.Service(devstack.ServiceRegion).PID(), "imagesvc": s.Service(devstack.ServiceImage).PID()}
 	before := quiesce(t, pids)
 
@@ -866,30 +898,41 @@ func TestHTTPFuzz(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
-	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewSource(seed + int64(w)))
-			for ctx.Err() == nil && next.Add(1) <= int64(total) {
-				f.do(ctx, f.build(rng))
-			}
-		}()
+	burst := func(n int, seed int64) {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewSource(seed + int64(w)))
+				for ctx.Err() == nil && next.Add(1) <= int64(n) {
+					f.do(ctx, f.build(rng))
+				}
+			}()
+		}
+		wg.Wait()
 	}
-	wg.Wait()
+	start := time.Now()
+	burst(total, seed)
 	took := time.Since(start)
+	sent := f.sent.Load()
+	cancelUploads()
+	mid := quiesce(t, pids)
+	// A second, smaller burst: a leak grows with the requests, pools and
+	// caches do not.
+	burst(total/5, seed^0xb1)
+	cancelUploads()
+	after := quiesce(t, pids)
 	slow.Wait()
 	close(slowErr)
 	for msg := range slowErr {
 		t.Errorf("slow client: %s", msg)
 	}
-	t.Logf("%d requests in %s (%.0f/s): %d 5xx, %d documented 501", f.sent.Load(), took.Round(time.Millisecond),
-		float64(f.sent.Load())/took.Seconds(), f.fiveXX.Load(), f.notImpl.Load())
-	if f.sent.Load() < int64(total) {
-		t.Errorf("only %d of %d requests answered within %s", f.sent.Load(), total, budget)
+	t.Logf("%d requests in %s (%.0f/s), then %d more: %d 5xx, %d documented 501", sent, took.Round(time.Millisecond),
+		float64(sent)/took.Seconds(), f.sent.Load()-sent, f.fiveXX.Load(), f.notImpl.Load())
+	if sent < int64(total) {
+		t.Errorf("only %d of %d requests answered within %s", sent, total, budget)
 	}
 	kinds := sortedKeys(anyMap(f.problems))
 	for _, k := range kinds {
@@ -900,27 +943,18 @@ func TestHTTPFuzz(t *testing.T) {
 		t.Errorf("%s (×%d), e.g.\n    %s", k, f.counts[k], f.problems[k])
 	}
 
-	// Clean up what valid requests made, so the invariants hold for the
-	// next test.
-	cleanupFuzz(t, s, demo, serversBefore)
-	for _, loc := range f.uploads {
-		if !strings.HasPrefix(loc, "http") {
-			loc = s.ImageURL() + loc
-		}
-		api(t, http.MethodDelete, loc, demo, nil)
-	}
-	t.Logf("cancelled %d registry upload sessions the fuzz opened", len(f.uploads))
-
-	after := quiesce(t, pids)
 	for name, pid := range pids {
-		b, a := before[name], after[name]
-		t.Logf("%s: fds %d → %d, threads %d → %d, rss %d → %d MiB", name, b.fds, a.fds, b.threads, a.threads, b.rssKB>>10, a.rssKB>>10)
+		b, m, a := before[name], mid[name], after[name]
+		t.Logf("%s: fds %d → %d → %d, threads %d → %d → %d, rss %d → %d → %d MiB", name, b.fds, m.fds, a.fds,
+			b.threads, m.threads, a.threads, b.rssKB>>10, m.rssKB>>10, a.rssKB>>10)
 		// Pools legitimately keep some connections open after a burst (up
 		// to 10 idle PostgreSQL connections, a few idle HTTP keep-alives to
-		// Keystone and imagesvc); a leak over 10,000 requests would show as
-		// hundreds.
-		if a.fds > b.fds+24 {
-			t.Errorf("%s: %d descriptors after the fuzz, %d before: a leak? now %v", name, a.fds, b.fds, fdLinks(pid))
+		// Keystone and imagesvc), so the first burst may add some; a leak
+		// grows with the requests, so the second burst must add (almost)
+		// nothing.
+		if m.fds > b.fds+24 || a.fds > m.fds+4 {
+			t.Errorf("%s: descriptors %d before, %d after %d requests, %d after %d more: a leak? now %v",
+				name, b.fds, m.fds, total, a.fds, total/5, fdLinks(pid))
 		}
 		if a.threads > b.threads+16 {
 			t.Errorf("%s: %d threads after the fuzz, %d before", name, a.threads, b.threads)
@@ -929,6 +963,9 @@ func TestHTTPFuzz(t *testing.T) {
 			t.Errorf("%s: RSS %d MiB after the fuzz, %d MiB before", name, a.rssKB>>10, b.rssKB>>10)
 		}
 	}
+	// Clean up what valid requests made, so the invariants hold for the
+	// next test.
+	cleanupFuzz(t, s, demo, serversBefore)
 	// Still serving.
 	expect(t, http.MethodGet, s.ComputeURL()+"/servers", demo, nil, 200)
 	expect(t, http.MethodGet, s.NetworkURL()+"/v2.0/networks", demo, nil, 200)

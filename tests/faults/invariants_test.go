@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os/exec"
 	"slices"
@@ -180,7 +181,7 @@ func violations(ctx context.Context, s *devstack.Stack, db *sql.DB) ([]string, e
 	}
 
 	// veths marked for this host.
-	links, err := netlink.LinkList()
+	links, err := linkList()
 	if err != nil {
 		return nil, err
 	}
@@ -265,10 +266,22 @@ func settle(t *testing.T, s *devstack.Stack, timeout time.Duration) time.Duratio
 	}
 }
 
+// linkList is netlink.LinkList, retried while a concurrent change
+// interrupts the dump (the agent adds and removes veths meanwhile).
+func linkList() ([]netlink.Link, error) {
+	for i := 0; ; i++ {
+		links, err := netlink.LinkList()
+		if err == nil || !errors.Is(err, netlink.ErrDumpInterrupted) || i == 20 {
+			return links, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // linksOf lists the host-side veths the agent made for a set (alias
 // "berth host=<host> set=<id> port=…").
 func linksOf(s *devstack.Stack, setID string) ([]string, error) {
-	links, err := netlink.LinkList()
+	links, err := linkList()
 	if err != nil {
 		return nil, err
 	}

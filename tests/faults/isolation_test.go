@@ -69,7 +69,7 @@ func makeDemoResources(t *testing.T, s *devstack.Stack) demoResources {
 	r = expect(t, http.MethodPost, s.ComputeURL()+"/berth-sets", demo, map[string]any{"set": map[string]any{
 		"name": d.setName, "flavorRef": "1", "containers": []any{
 			map[string]any{"name": "app", "image": demoImageID(t, s), "role": "app"},
-			map[string]any{"name": "side", "image": demoImageID(t, s), "role": "sidecar", "command": []string{"sleep", "3600"}},
+			map[string]any{"name": "side", "image": demoImageID(t, s), "role": "sidecar", "command": sidecarCmd},
 		}}}, 202)
 	d.set = decode[struct{ Set struct{ ID string } }](t, r).Set.ID
 	waitServer(t, s, demo, d.server, 2*time.Minute, "ACTIVE", isStatus("ACTIVE"))
@@ -141,6 +141,15 @@ func TestTenantIsolation(t *testing.T) {
 	add(http.MethodPut, srv+"/metadata/a", map[string]any{"meta": map[string]any{"a": "b"}})
 	add(http.MethodDelete, srv+"/metadata/a", nil)
 	add(http.MethodGet, srv+"/ips", nil)
+	add(http.MethodGet, srv+"/ips/private", nil)
+	add(http.MethodGet, srv+"/os-interface", nil)
+	add(http.MethodGet, srv+"/os-security-groups", nil)
+	add(http.MethodGet, srv+"/diagnostics", nil, 403, 404)
+	add(http.MethodGet, c+"/os-security-groups/"+d.sg, nil)
+	add(http.MethodDelete, c+"/os-security-groups/"+d.sg, nil)
+	add(http.MethodDelete, c+"/os-security-group-rules/"+d.rule, nil)
+	add(http.MethodPost, c+"/os-security-group-rules", map[string]any{"security_group_rule": map[string]any{
+		"parent_group_id": d.sg, "ip_protocol": "tcp", "from_port": 1, "to_port": 2, "cidr": "0.0.0.0/0"}}, 400, 403, 404)
 	add(http.MethodGet, srv+"/os-instance-actions", nil)
 	add(http.MethodGet, srv+"/berth-logs?tail=5", nil)
 	add(http.MethodPost, srv+"/remote-consoles", map[string]any{"remote_console": map[string]any{"protocol": "serial", "type": "serial"}})
@@ -224,7 +233,7 @@ func TestTenantIsolation(t *testing.T) {
 	for _, u := range []string{
 		c + "/servers", c + "/servers/detail", c + "/servers?all_tenants=1", c + "/servers/detail?all_tenants=true",
 		c + "/servers/detail?project_id=" + projectID(t, s, token(t, s, devstack.UserDemo)) + "&all_tenants=1",
-		c + "/servers?name=" + d.serverName, c + "/berth-sets", c + "/berth-sets?all_tenants=1", c + "/os-keypairs", c + "/os-server-groups", c + "/os-server-groups?all_projects=1",
+		c + "/servers?name=" + d.serverName, c + "/os-security-groups", c + "/berth-sets", c + "/berth-sets?all_tenants=1", c + "/os-keypairs", c + "/os-server-groups", c + "/os-server-groups?all_projects=1",
 		g + "/v2/images", g + "/v2/images?visibility=all", g + "/v2/images?visibility=shared&member_status=all", g + "/v2/images?visibility=private",
 		g + "/v2/images?owner=" + projectID(t, s, token(t, s, devstack.UserDemo)),
 		n + "/v2.0/networks", n + "/v2.0/subnets", n + "/v2.0/ports", n + "/v2.0/security-groups", n + "/v2.0/security-group-rules",
@@ -535,7 +544,7 @@ func TestNoPrivilegeFromAPI(t *testing.T) {
 			map[string]any{"name": "app", "image": img, "role": "app", "env": map[string]string{"A": "1"},
 				"volumes": []any{map[string]any{"name": "data", "path": "/data"}}, "limits": map[string]any{"vcpus": 0.5, "memory_mb": 128},
 				"restart": "always"},
-			map[string]any{"name": "side", "image": img, "role": "sidecar", "command": []string{"sleep", "3600"},
+			map[string]any{"name": "side", "image": img, "role": "sidecar", "command": sidecarCmd,
 				"volumes": []any{map[string]any{"name": "data", "path": "/data", "read_only": true}}},
 		}}}, 202)
 	id := decode[struct{ Set struct{ ID string } }](t, r).Set.ID
@@ -587,3 +596,7 @@ func TestNoPrivilegeFromAPI(t *testing.T) {
 		}
 	}
 }
+
+// sidecarCmd runs until TERM (busybox sleep as PID 1 would ignore it and
+// make every delete wait out the stop grace).
+var sidecarCmd = []string{"sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"}
