@@ -21,10 +21,12 @@ import (
 // Open connects to dsn, waits up to wait for the server to answer, and
 // applies the migrations found in dir of fsys, tracking them in table.
 func Open(ctx context.Context, dsn string, fsys fs.FS, dir, table string, wait time.Duration) (*sqlx.DB, error) {
-	db, err := sqlx.Open("postgres", dsn)
+	connector, err := pq.NewConnector(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
+	connector.Dialer(clampDialer{})
+	db := sqlx.NewDb(sql.OpenDB(connector), "postgres")
 	db.SetMaxOpenConns(20)
 	db.SetMaxIdleConns(10)
 	db.SetConnMaxIdleTime(5 * time.Minute)
