@@ -39,11 +39,11 @@ const (
 
 // Protocol codes in the first message a client sends.
 const (
-	protoV3         = 3 << 16
-	protoV3_2       = 3<<16 | 2
-	sslRequestCode  = 1234<<16 | 5679
-	gssEncRequest   = 1234<<16 | 5680
-	cancelRequest   = 1234<<16 | 5678
+	protoV3          = 3 << 16
+	protoV3_2        = 3<<16 | 2
+	sslRequestCode   = 1234<<16 | 5679
+	gssEncRequest    = 1234<<16 | 5680
+	cancelRequest    = 1234<<16 | 5678
 	msgErrorResponse = 'E'
 )
 
