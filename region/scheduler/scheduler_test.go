@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -85,5 +86,39 @@ func TestApplyGroup(t *testing.T) {
 				t.Errorf("ApplyGroup(%s, %v) (-want +got):\n%s", tt.policy, tt.members, diff)
 			}
 		})
+	}
+}
+
+// TestRankManyHosts checks the partial selection: with more passing hosts
+// than Best, the first Best are the heaviest in order and every passing
+// host is still a candidate.
+func TestRankManyHosts(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	var hosts []HostState
+	for i := range 200 {
+		// Free RAM is a permutation of 0..199 GB-ish, so the order is known.
+		free := (i * 37) % 200
+		hosts = append(hosts, host(fmt.Sprintf("h%03d", i), 4, 1024*(free+1), 0, now))
+	}
+	hosts = append(hosts, host("full", 4, 1024, 1024, now))
+	got, rejected := Rank(hosts, Request{VCPUs: 1, MemoryMB: 512, Now: now, Grace: time.Minute})
+	if len(got) != 200 || rejected["not enough RAM"] != 1 {
+		t.Fatalf("got %d candidates, rejected %v; want 200 and the full host rejected", len(got), rejected)
+	}
+	byName := map[string]HostState{}
+	for _, h := range hosts {
+		byName[h.Name] = h
+	}
+	for i := 0; i < Best; i++ {
+		if want := 1024 * (200 - i); byName[got[i]].MemoryMB != want {
+			t.Errorf("candidate %d is %s with %d MB, want the host with %d MB", i, got[i], byName[got[i]].MemoryMB, want)
+		}
+	}
+	seen := map[string]bool{}
+	for _, n := range got {
+		if seen[n] {
+			t.Errorf("%s listed twice", n)
+		}
+		seen[n] = true
 	}
 }
