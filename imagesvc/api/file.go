@@ -292,21 +292,26 @@ func (s *Server) downloadImage(w http.ResponseWriter, r *http.Request) error {
 
 // serveData sends an image's data: a docker image's archive is played
 // back from its layer blobs (byte for byte what was uploaded, so
-// Content-MD5 is the image's checksum), other data is its blob. Range
-// requests are answered (206) as Glance does.
+// Content-MD5 is the image's checksum), other data is its blob. A Range
+// header is answered as Glance does (see parseRange): 206 with the window,
+// and a bad range is a Glance fault before any data is sent.
 func (s *Server) serveData(w http.ResponseWriter, r *http.Request, img *store.Image) error {
 	if img.Status != store.StatusActive && img.Status != store.StatusDeactivated ||
 		img.BlobKey == nil && img.RecipeDigest == nil {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
-	var data io.ReadSeeker
+	var data io.Reader
+	var size int64
 	if img.RecipeDigest != nil {
 		rr, err := s.cfg.Content.OpenRecipe(r.Context(), *img.RecipeDigest)
 		if err != nil {
 			return err
 		}
 		defer rr.Close()
+		if size, err = rr.Seek(0, io.SeekEnd); err != nil {
+			return err
+		}
 		data = rr
 	} else {
 		rc, info, err := s.cfg.Blobs.Get(r.Context(), *img.BlobKey)
@@ -319,27 +324,46 @@ func (s *Server) serveData(w http.ResponseWriter, r *http.Request, img *store.Im
 			return err
 		}
 		defer rc.Close()
-		rs, ok := rc.(io.ReadSeeker)
-		if !ok {
-			w.Header().Set("Content-Type", "application/octet-stream")
-			w.Header().Set("Content-Length", strconv.FormatInt(info.Size, 10))
-			if img.Checksum != nil {
-				w.Header().Set("Content-MD5", *img.Checksum)
-			}
-			w.WriteHeader(http.StatusOK)
-			if _, err := io.Copy(w, rc); err != nil {
-				s.log.Warn("image download interrupted", "image_id", img.ID, "err", err,
-					"request_id", httpx.RequestID(r.Context()))
-			}
-			return nil
-		}
-		data = rs
+		data, size = rc, info.Size
+	}
+	rg, partial, err := parseRange(r.Header.Get("Range"), size)
+	if err != nil {
+		return err
+	}
+	offset, length := int64(0), size
+	if partial {
+		offset, length = rg.window(size)
+	}
+	if err := skipTo(data, offset); err != nil {
+		return err
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Length", strconv.FormatInt(length, 10))
 	if img.Checksum != nil {
 		h.Set("Content-MD5", *img.Checksum)
 	}
-	http.ServeContent(w, r, "", time.Time{}, data)
+	status := http.StatusOK
+	if partial {
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", offset, offset+length-1, size))
+		status = http.StatusPartialContent
+	}
+	w.WriteHeader(status)
+	if _, err := io.CopyN(w, data, length); err != nil {
+		// Headers are out: all that is left is to cut the response short.
+		s.log.Warn("image download interrupted", "image_id", img.ID, "err", err,
+			"request_id", httpx.RequestID(r.Context()))
+	}
 	return nil
+}
+
+// skipTo positions data at offset: a seek where the store can, reading
+// past the bytes otherwise.
+func skipTo(data io.Reader, offset int64) error {
+	if sk, ok := data.(io.Seeker); ok {
+		_, err := sk.Seek(offset, io.SeekStart)
+		return err
+	}
+	_, err := io.CopyN(io.Discard, data, offset)
+	return err
 }
