@@ -209,18 +209,22 @@ func mustAtoi(t *testing.T, s string) int {
 	return n
 }
 
-// TestHardening probes A9 from inside a set container.
+// TestHardening probes A9 from inside set containers with the escape
+// probe (testenv/escapeprobe), as nobody through a setuid-root binary and
+// as root, in a set without NET_RAW and in one with it; a control
+// container under Docker's default seccomp profile shows that the probe
+// tells the two profiles apart (ptrace in its own PID namespace).
 func TestHardening(t *testing.T) {
 	t.Parallel()
 	e := newRealEnv(t)
 	s := newSet(t, e.cli, 16)
 	s.NetRaw = false
 	s.Limits.Pids = 40
-	other := newSet(t, e.cli, 17)
+	other := newSet(t, e.cli, 17) // NET_RAW: true
 	rep := e.converge(t, []schema.DesiredSet{s, other}, "running", func(r map[string]schema.ObservedSet) bool {
 		return running(s.ID)(r) && running(other.ID)(r)
 	})
-	app := appID(t, rep[s.ID])
+	app, otherApp := appID(t, rep[s.ID]), appID(t, rep[other.ID])
 	ctx := context.Background()
 
 	// The probe binary, setuid root.
@@ -228,27 +232,64 @@ func TestHardening(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Runtime.WriteFile(ctx, app, "/tmp/probe", 0o4755, bin); err != nil {
-		t.Fatal(err)
+	for _, id := range []string{app, otherApp} {
+		if err := e.Runtime.WriteFile(ctx, id, "/tmp/probe", 0o4755, bin); err != nil {
+			t.Fatal(err)
+		}
 	}
 	otherInfra, err := e.cli.ContainerInspect(ctx, testenv.ContainerOf(t, rep[other.ID], "infra").ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := execAs(t, e, app, "65534", "/tmp/probe", strconv.Itoa(otherInfra.State.Pid))
-	t.Logf("probe as nobody (setuid root binary):\n%s", out)
-	for _, want := range []string{"euid=65534", "mount=EPERM", "unshare_mnt=EPERM", "unshare_user=EPERM", "keyctl=EPERM", "ptrace=ESRCH"} {
-		if !strings.Contains(out, want+"\n") {
-			t.Errorf("probe output lacks %q (setuid must not elevate; no escape syscalls)", want)
+	otherPid := strconv.Itoa(otherInfra.State.Pid)
+	denied := []string{"mount=EPERM", "unshare_mnt=EPERM", "unshare_user=EPERM", "keyctl=EPERM", "mknod=EPERM", "bpf=EPERM",
+		// The ptrace family, in the set's own PID namespace too (Berth's
+		// seccomp profile), and on another set's process.
+		"ptrace_own=EPERM", "process_vm_readv=EPERM", "ptrace=EPERM",
+		// Another set's processes are not even visible.
+		"kill_other=ESRCH",
+		"fork_exec=ok"}
+	for _, c := range []struct {
+		name, id, user string
+		want           []string
+	}{
+		// setuid does not elevate under no-new-privileges.
+		{"nobody through a setuid-root binary", app, "65534", append([]string{"euid=65534", "setuid0=EPERM", "raw_socket=EPERM"}, denied...)},
+		{"root", app, "0", append([]string{"euid=0", "raw_socket=EPERM"}, denied...)},
+		// NET_RAW only where the flavor asks for it.
+		{"root in the NET_RAW set", otherApp, "0", append([]string{"euid=0", "raw_socket=ok"}, denied...)},
+	} {
+		out := execAs(t, e, c.id, c.user, "/tmp/probe", otherPid)
+		t.Logf("probe as %s:\n%s", c.name, out)
+		for _, want := range c.want {
+			if !strings.Contains(out, want+"\n") {
+				t.Errorf("probe as %s: output lacks %q", c.name, want)
+			}
 		}
 	}
-	out = execAs(t, e, app, "0", "/tmp/probe", "1")
-	t.Logf("probe as root:\n%s", out)
-	for _, want := range []string{"mount=EPERM", "unshare_mnt=EPERM", "unshare_user=EPERM", "keyctl=EPERM"} {
-		if !strings.Contains(out, want+"\n") {
-			t.Errorf("probe as root lacks %q", want)
+
+	// Control: the same probe under Docker's default profile (no
+	// seccomp= option) may ptrace its own child. If this fails, the
+	// probe no longer tells Berth's profile from Docker's.
+	t.Run("control under Docker's default profile", func(t *testing.T) {
+		resp, err := e.cli.ContainerCreate(ctx, &container.Config{Image: s.Image.DockerImageID, Cmd: []string{"sleep", "60"}},
+			&container.HostConfig{CapDrop: []string{"ALL"}, SecurityOpt: []string{"no-new-privileges"}, NetworkMode: "none"}, nil, nil, "")
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		t.Cleanup(func() { _ = e.cli.ContainerRemove(context.Background(), resp.ID, container.RemoveOptions{Force: true}) })
+		if err := e.cli.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Runtime.WriteFile(ctx, resp.ID, "/tmp/probe", 0o755, bin); err != nil {
+			t.Fatal(err)
+		}
+		out := execAs(t, e, resp.ID, "0", "/tmp/probe")
+		t.Logf("probe under Docker's default profile:\n%s", out)
+		if !strings.Contains(out, "ptrace_own=ok\n") {
+			t.Errorf("ptrace of its own child under Docker's default profile is not ok: the probe cannot tell the profiles apart")
+		}
+	})
 
 	status, _ := testenv.Exec(t, e.cli, app, "cat", "/proc/self/status")
 	for _, want := range []string{"NoNewPrivs:\t1", "Seccomp:\t2"} {
@@ -259,8 +300,13 @@ func TestHardening(t *testing.T) {
 	if out, code := testenv.Exec(t, e.cli, app, "ping", "-c", "1", "-W", "1", "127.0.0.1"); code == 0 {
 		t.Errorf("ping without NET_RAW succeeded: %s", out)
 	}
-	if out, code := testenv.Exec(t, e.cli, appID(t, rep[other.ID]), "ping", "-c", "1", "-W", "2", s.Ports[0].IP); code != 0 {
+	if out, code := testenv.Exec(t, e.cli, otherApp, "ping", "-c", "1", "-W", "2", s.Ports[0].IP); code != 0 {
 		t.Errorf("ping from the NET_RAW set failed: %s", out)
+	}
+	// What a VM-like userland does still works under the profile.
+	if out, code := testenv.Exec(t, e.cli, app, "/bin/sh", "-c",
+		"ps >/dev/null && tar -cf /tmp/x.tar /etc && chown nobody /tmp/x.tar && su -s /bin/sh nobody -c id && wget -q -O /dev/null http://127.0.0.1:1/ 2>/dev/null; test $? -eq 1"); code != 0 {
+		t.Errorf("ordinary commands under Berth's profile failed (exit %d): %s", code, out)
 	}
 
 	// Fork bomb: capped by the pids limit (ash gives up when fork fails);

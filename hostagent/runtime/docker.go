@@ -64,6 +64,11 @@ type Docker struct {
 	cfg Config
 	log *slog.Logger
 
+	// secOpt is every container's security options: no-new-privileges
+	// and Berth's seccomp profile (secErr if it could not be rendered).
+	secOpt []string
+	secErr error
+
 	pauseMu     sync.Mutex // guards pauseRef and noDiskQuota
 	pauseRef    string
 	noDiskQuota bool // the storage driver refused a size option
@@ -80,7 +85,14 @@ func New(cli *client.Client, log *slog.Logger, cfg Config) *Docker {
 	if cfg.PidsLimit <= 0 {
 		cfg.PidsLimit = 1024
 	}
-	return &Docker{cli: cli, cfg: cfg, log: log}
+	d := &Docker{cli: cli, cfg: cfg, log: log, secOpt: []string{"no-new-privileges"}}
+	opt, err := seccompOpt()
+	if err != nil {
+		d.secErr = fmt.Errorf("render seccomp profile: %w", err)
+	} else {
+		d.secOpt = append(d.secOpt, opt)
+	}
+	return d
 }
 
 // ContainerName is the name of a set's container on a host. It embeds the
@@ -215,8 +227,8 @@ func parseDockerTime(s string) time.Time {
 
 // CreateInfra creates the set's infra container: the pause process with no
 // network (the agent plumbs eth0 into it), shareable IPC, the set's
-// hostname, no capabilities, a read-only root, and no restart policy (the
-// agent restarts sets itself).
+// hostname, no capabilities, Berth's seccomp profile, a read-only root,
+// and no restart policy (the agent restarts sets itself).
 func (d *Docker) CreateInfra(ctx context.Context, set schema.DesiredSet) (string, error) {
 	ref, err := d.ensurePauseImage(ctx)
 	if err != nil {
@@ -234,7 +246,7 @@ func (d *Docker) CreateInfra(ctx context.Context, set schema.DesiredSet) (string
 		IpcMode:        "shareable",
 		CgroupnsMode:   container.CgroupnsModePrivate,
 		RestartPolicy:  container.RestartPolicy{Name: container.RestartPolicyDisabled},
-		SecurityOpt:    []string{"no-new-privileges"},
+		SecurityOpt:    slices.Clone(d.secOpt),
 		CapDrop:        []string{"ALL"},
 		ReadonlyRootfs: true,
 		LogConfig:      logConfig,
@@ -265,8 +277,8 @@ var logConfig = container.LogConfig{Type: "json-file", Config: map[string]string
 
 // MemberConfig is the Docker configuration of a set member: inside the
 // infra's network and IPC namespaces (own PID, mount and UTS of its own,
-// shared hostname), never privileged, Docker's default seccomp profile,
-// no-new-privileges, the documented capability set, the member's limits,
+// shared hostname), never privileged, Berth's seccomp profile (Docker's
+// default less the ptrace family, see SeccompProfile), no-new-privileges, the documented capability set, the member's limits,
 // set volumes as named volumes (never a host path), no Docker restart
 // policy (the agent restarts by the member's policy).
 func (d *Docker) MemberConfig(set schema.DesiredSet, m setspec.Member, infraID string) (*container.Config, *container.HostConfig) {
@@ -301,7 +313,7 @@ func (d *Docker) MemberConfig(set schema.DesiredSet, m setspec.Member, infraID s
 		IpcMode:       container.IpcMode("container:" + infraID),
 		CgroupnsMode:  container.CgroupnsModePrivate,
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
-		SecurityOpt:   []string{"no-new-privileges"},
+		SecurityOpt:   slices.Clone(d.secOpt),
 		CapDrop:       []string{"ALL"},
 		CapAdd:        caps,
 		Privileged:    false,
@@ -404,6 +416,9 @@ func Hostname(set schema.DesiredSet) string {
 var hostnameBad = regexp.MustCompile(`[^a-z0-9-]+`)
 
 func (d *Docker) create(ctx context.Context, cfg *container.Config, hc *container.HostConfig, name string) (string, error) {
+	if d.secErr != nil {
+		return "", d.secErr // never a container without its profile
+	}
 	cctx, cancel := d.call(ctx)
 	defer cancel()
 	resp, err := d.cli.ContainerCreate(cctx, cfg, hc, nil, nil, name)

@@ -123,8 +123,12 @@ func TestSetContainers(t *testing.T) {
 		if len(hc.Binds) != 0 || len(hc.Mounts) != 0 || hc.PidMode != "" || hc.UTSMode != "" || hc.UsernsMode != "" || hc.CgroupnsMode != "private" {
 			t.Errorf("host mounts or namespaces: %+v", hc)
 		}
-		if slices.ContainsFunc(hc.SecurityOpt, func(o string) bool { return strings.HasPrefix(o, "seccomp") }) {
-			t.Errorf("SecurityOpt = %v: the default seccomp profile must stay", hc.SecurityOpt)
+		profile, err := runtime.SeccompProfile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(hc.SecurityOpt, "seccomp="+string(profile)) {
+			t.Errorf("SecurityOpt lacks Berth's seccomp profile (%d options)", len(hc.SecurityOpt))
 		}
 		for k, v := range want {
 			if got := j.Config.Labels[k]; got != v {
@@ -152,6 +156,10 @@ func TestSetContainers(t *testing.T) {
 		}
 		if j.HostConfig.Privileged {
 			t.Error("infra container is privileged")
+		}
+		profile, _ := runtime.SeccompProfile()
+		if !slices.Contains(j.HostConfig.SecurityOpt, "seccomp="+string(profile)) || !slices.Contains(j.HostConfig.SecurityOpt, "no-new-privileges") {
+			t.Errorf("infra SecurityOpt lacks no-new-privileges or Berth's seccomp profile (%d options)", len(j.HostConfig.SecurityOpt))
 		}
 	})
 
@@ -201,15 +209,13 @@ func TestSetContainers(t *testing.T) {
 	})
 
 	t.Run("stop is graceful", func(t *testing.T) {
-		start := time.Now()
+		// Both end on TERM: exit 0, not the 137 of a KILL after the grace
+		// (no upper bound on the time: that would measure the machine).
 		if err := rt.Stop(ctx, appID, 0); err != nil {
 			t.Fatal(err)
 		}
 		if err := rt.Stop(ctx, infraID, 0); err != nil {
 			t.Fatal(err)
-		}
-		if d := time.Since(start); d > 3*time.Second {
-			t.Errorf("stop took %s; TERM should end both at once", d)
 		}
 		for _, id := range []string{appID, infraID} {
 			c, err := rt.Inspect(ctx, id)
