@@ -266,17 +266,16 @@ func (a *API) baseURL(r *http.Request) string {
 
 // hostsSnapshot feeds the scheduler.
 func (a *API) rank(ctx context.Context, req scheduler.Request) ([]string, string, error) {
-	hosts, err := a.cfg.Store.HostStates(ctx)
+	names, rejected, hosts, err := a.cfg.Store.RankHosts(ctx, req)
 	if err != nil {
 		return nil, "", err
 	}
-	names, rejected := scheduler.Rank(hosts, req)
 	var why []string
 	for reason, n := range rejected {
 		why = append(why, reason+": "+itoa(n))
 	}
 	reason := ""
-	if len(hosts) == 0 {
+	if hosts == 0 {
 		reason = "There are no registered hosts."
 	} else if len(why) > 0 {
 		reason = "Hosts rejected (" + strings.Join(why, ", ") + ")."

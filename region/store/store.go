@@ -20,6 +20,8 @@ import (
 type Store struct {
 	db  *sqlx.DB
 	now func() time.Time
+	// hostView is the scheduler's in-memory copy of the hosts table (hosts.go).
+	hostView hostView
 }
 
 // Open connects to dsn and applies region's migrations.
