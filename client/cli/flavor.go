@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"fmt"
 	"sort"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
@@ -158,26 +157,13 @@ func (a *app) flavorDeleteCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var failed int
-			var last error
-			for _, ref := range args {
+			return a.eachRef(args, func(ref string) error {
 				f, err := findFlavor(ctx, compute, ref)
-				if err == nil {
-					err = flavors.Delete(ctx, compute, f.ID).ExtractErr()
-				}
 				if err != nil {
-					if len(args) == 1 {
-						return err
-					}
-					fmt.Fprintf(a.stderr, "Error: %s: %s\n", ref, message(err))
-					failed++
-					last = err
+					return err
 				}
-			}
-			if failed > 0 {
-				return &multiError{n: failed, total: len(args), last: last}
-			}
-			return nil
+				return flavors.Delete(ctx, compute, f.ID).ExtractErr()
+			})
 		},
 	}
 }

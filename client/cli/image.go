@@ -161,26 +161,13 @@ func (a *app) imageDeleteCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var failed int
-			var last error
-			for _, ref := range args {
+			return a.eachRef(args, func(ref string) error {
 				img, err := findImage(ctx, ic, ref)
-				if err == nil {
-					err = images.Delete(ctx, ic, img.ID).ExtractErr()
-				}
 				if err != nil {
-					if len(args) == 1 {
-						return err
-					}
-					fmt.Fprintf(a.stderr, "Error: %s: %s\n", ref, message(err))
-					failed++
-					last = err
+					return err
 				}
-			}
-			if failed > 0 {
-				return &multiError{n: failed, total: len(args), last: last}
-			}
-			return nil
+				return images.Delete(ctx, ic, img.ID).ExtractErr()
+			})
 		},
 	}
 	return cmd

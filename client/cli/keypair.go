@@ -149,22 +149,9 @@ func (a *app) keypairDeleteCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var failed int
-			var last error
-			for _, name := range args {
-				if err := keypairs.Delete(ctx, compute, name, nil).ExtractErr(); err != nil {
-					if len(args) == 1 {
-						return err
-					}
-					fmt.Fprintf(a.stderr, "Error: %s: %s\n", name, message(err))
-					failed++
-					last = err
-				}
-			}
-			if failed > 0 {
-				return &multiError{n: failed, total: len(args), last: last}
-			}
-			return nil
+			return a.eachRef(args, func(name string) error {
+				return keypairs.Delete(ctx, compute, name, nil).ExtractErr()
+			})
 		},
 	}
 }

@@ -47,22 +47,11 @@ func (r neutronResource) find(ctx context.Context, c *gophercloud.ServiceClient,
 	if err != nil {
 		return nil, err
 	}
-	var match []map[string]any
-	for _, m := range all {
-		if m["name"] == ref || m["id"] == ref {
-			match = append(match, m)
-		}
+	m, err := pickOne(r.name(), ref, all, func(m map[string]any) bool { return m["name"] == ref || m["id"] == ref }, idErr)
+	if err != nil {
+		return nil, err
 	}
-	switch len(match) {
-	case 0:
-		if idErr != nil {
-			return nil, idErr
-		}
-		return nil, &notFoundError{r.name(), ref}
-	case 1:
-		return match[0], nil
-	}
-	return nil, ambiguous(r.name(), ref, len(match))
+	return *m, nil
 }
 
 func (r neutronResource) name() string {
@@ -190,26 +179,14 @@ func (a *app) neutronDeleteCmd(r neutronResource) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var failed int
-			var last error
-			for _, ref := range args {
+			return a.eachRef(args, func(ref string) error {
 				m, err := r.find(ctx, nc, ref)
-				if err == nil {
-					_, err = nc.Delete(ctx, nc.ServiceURL(r.collection, fmt.Sprint(m["id"])), nil)
-				}
 				if err != nil {
-					if len(args) == 1 {
-						return err
-					}
-					fmt.Fprintf(a.stderr, "Error: %s: %s\n", ref, message(err))
-					failed++
-					last = err
+					return err
 				}
-			}
-			if failed > 0 {
-				return &multiError{n: failed, total: len(args), last: last}
-			}
-			return nil
+				_, err = nc.Delete(ctx, nc.ServiceURL(r.collection, fmt.Sprint(m["id"])), nil)
+				return err
+			})
 		},
 	}
 }

@@ -54,22 +54,7 @@ func findServer(ctx context.Context, c *gophercloud.ServiceClient, ref string) (
 	if err != nil {
 		return nil, err
 	}
-	var match []gservers.Server
-	for _, s := range all {
-		if s.Name == ref || s.ID == ref {
-			match = append(match, s)
-		}
-	}
-	switch len(match) {
-	case 0:
-		if idErr != nil {
-			return nil, idErr
-		}
-		return nil, &notFoundError{"server", ref}
-	case 1:
-		return &match[0], nil
-	}
-	return nil, ambiguous("server", ref, len(match))
+	return pickOne("server", ref, all, func(s gservers.Server) bool { return s.Name == ref || s.ID == ref }, idErr)
 }
 
 // serverID resolves a server reference to its id.
@@ -102,27 +87,13 @@ func findImage(ctx context.Context, c *gophercloud.ServiceClient, ref string) (*
 	if err != nil {
 		return nil, err
 	}
-	var match []images.Image
-	for _, img := range all {
-		if img.Name == ref {
-			match = append(match, img)
-		}
-	}
-	switch len(match) {
-	case 0:
-		if idErr != nil {
-			return nil, idErr
-		}
-		return nil, &notFoundError{"image", ref}
-	case 1:
-		return &match[0], nil
-	}
-	return nil, ambiguous("image", ref, len(match))
+	return pickOne("image", ref, all, func(img images.Image) bool { return img.Name == ref }, idErr)
 }
 
 // findFlavor resolves a flavor by id or exact name.
 func findFlavor(ctx context.Context, c *gophercloud.ServiceClient, ref string) (*flavors.Flavor, error) {
-	var idErr error // a by-id 404 carries the request id: report it if no name matches either
+	// Any string can be a flavor id, so a by-id 404 is the usual way to a
+	// name and is not worth reporting.
 	f, err := flavors.Get(ctx, c, ref).Extract()
 	if err == nil {
 		return f, nil
@@ -138,22 +109,7 @@ func findFlavor(ctx context.Context, c *gophercloud.ServiceClient, ref string) (
 	if err != nil {
 		return nil, err
 	}
-	var match []flavors.Flavor
-	for _, f := range all {
-		if f.Name == ref {
-			match = append(match, f)
-		}
-	}
-	switch len(match) {
-	case 0:
-		if idErr != nil {
-			return nil, idErr
-		}
-		return nil, &notFoundError{"flavor", ref}
-	case 1:
-		return &match[0], nil
-	}
-	return nil, ambiguous("flavor", ref, len(match))
+	return pickOne("flavor", ref, all, func(f flavors.Flavor) bool { return f.Name == ref }, nil)
 }
 
 // findNetwork resolves a network by id or exact name.
@@ -177,10 +133,18 @@ func findNetwork(ctx context.Context, c *gophercloud.ServiceClient, ref string) 
 	if err != nil {
 		return nil, err
 	}
-	var match []networks.Network
-	for _, n := range all {
-		if n.Name == ref || n.ID == ref {
-			match = append(match, n)
+	return pickOne("network", ref, all, func(n networks.Network) bool { return n.Name == ref || n.ID == ref }, idErr)
+}
+
+// pickOne returns the one item of all that matches ref. None is a
+// not-found error — the by-id lookup's own 404 when there was one, since it
+// carries the request id — and several are ambiguous, as
+// python-openstackclient says for names used twice.
+func pickOne[T any](kind, ref string, all []T, matches func(T) bool, idErr error) (*T, error) {
+	var match []T
+	for _, x := range all {
+		if matches(x) {
+			match = append(match, x)
 		}
 	}
 	switch len(match) {
@@ -188,11 +152,11 @@ func findNetwork(ctx context.Context, c *gophercloud.ServiceClient, ref string) 
 		if idErr != nil {
 			return nil, idErr
 		}
-		return nil, &notFoundError{"network", ref}
+		return nil, &notFoundError{kind, ref}
 	case 1:
 		return &match[0], nil
 	}
-	return nil, ambiguous("network", ref, len(match))
+	return nil, ambiguous(kind, ref, len(match))
 }
 
 // parseProps turns repeated KEY=VALUE flags into a map.

@@ -322,18 +322,9 @@ func (a *app) serverShowCmd() *cobra.Command {
   berth server show 3f1c…-… -f json`,
 		Args:              exactArgs(1, "one server (name or ID)"),
 		ValidArgsFunction: a.completeServers,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			compute, err := a.compute(ctx)
-			if err != nil {
-				return err
-			}
-			id, err := serverID(ctx, compute, args[0])
-			if err != nil {
-				return err
-			}
+		RunE: a.onServer(func(ctx context.Context, compute *gophercloud.ServiceClient, id string) error {
 			return a.showServer(ctx, compute, id, &o)
-		},
+		}),
 	}
 	addOutputFlags(cmd, &o, true)
 	return cmd
@@ -499,24 +490,36 @@ func (a *app) serverDeleteCmd() *cobra.Command {
 // eachServer runs fn for every server reference, going on after a failure
 // and reporting all of them (as python-openstackclient does).
 func (a *app) eachServer(ctx context.Context, compute *gophercloud.ServiceClient, refs []string, fn func(id, name string) error) error {
-	var failed []string
+	return a.eachRef(refs, func(ref string) error {
+		s, err := findServer(ctx, compute, ref)
+		if err != nil {
+			return err
+		}
+		return fn(s.ID, s.Name)
+	})
+}
+
+// eachRef runs fn for every reference on the command line. One reference
+// fails with its own error; with several, each failure is printed and the
+// rest still run, and the command fails with "N of M failed" (as
+// python-openstackclient's multi-delete does).
+func (a *app) eachRef(refs []string, fn func(ref string) error) error {
+	var failed int
 	var last error
 	for _, ref := range refs {
-		s, err := findServer(ctx, compute, ref)
+		err := fn(ref)
 		if err == nil {
-			err = fn(s.ID, s.Name)
+			continue
 		}
-		if err != nil {
-			if len(refs) == 1 {
-				return err
-			}
-			fmt.Fprintf(a.stderr, "Error: %s: %s\n", ref, message(err))
-			failed = append(failed, ref)
-			last = err
+		if len(refs) == 1 {
+			return err
 		}
+		fmt.Fprintf(a.stderr, "Error: %s: %s\n", ref, message(err))
+		failed++
+		last = err
 	}
-	if len(failed) > 0 {
-		return &multiError{n: len(failed), total: len(refs), last: last}
+	if failed > 0 {
+		return &multiError{n: failed, total: len(refs), last: last}
 	}
 	return nil
 }
@@ -786,22 +789,31 @@ func (a *app) serverSyncStatusCmd() *cobra.Command {
   berth server sync-status web1 -f value -c status`,
 		Args:              exactArgs(1, "one server (name or ID)"),
 		ValidArgsFunction: a.completeServers,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			compute, err := a.compute(ctx)
-			if err != nil {
-				return err
-			}
-			id, err := serverID(ctx, compute, args[0])
-			if err != nil {
-				return err
-			}
+		RunE: a.onServer(func(ctx context.Context, compute *gophercloud.ServiceClient, id string) error {
 			if err := servers.SyncStatus(ctx, compute, id).ExtractErr(); err != nil {
 				return err
 			}
 			return a.showServer(ctx, compute, id, &o)
-		},
+		}),
 	}
 	addOutputFlags(cmd, &o, true)
 	return cmd
+}
+
+// onServer makes the RunE of a command that acts on one server, named by
+// the first argument: it resolves the name and hands fn the compute client
+// and the server's id.
+func (a *app) onServer(fn func(ctx context.Context, compute *gophercloud.ServiceClient, id string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
+		compute, err := a.compute(ctx)
+		if err != nil {
+			return err
+		}
+		id, err := serverID(ctx, compute, args[0])
+		if err != nil {
+			return err
+		}
+		return fn(ctx, compute, id)
+	}
 }

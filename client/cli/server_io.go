@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/gophercloud/gophercloud/v2"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -31,16 +33,7 @@ func (a *app) serverConsoleCmd() *cobra.Command {
   berth server console --url web1`,
 		Args:              exactArgs(1, "one server (name or ID)"),
 		ValidArgsFunction: a.completeServers,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			compute, err := a.compute(ctx)
-			if err != nil {
-				return err
-			}
-			id, err := serverID(ctx, compute, args[0])
-			if err != nil {
-				return err
-			}
+		RunE: a.onServer(func(ctx context.Context, compute *gophercloud.ServiceClient, id string) error {
 			if url {
 				c, err := servers.SerialConsole(ctx, compute, id).Extract()
 				if err != nil {
@@ -58,7 +51,7 @@ func (a *app) serverConsoleCmd() *cobra.Command {
 				fmt.Fprintln(a.stdout)
 			}
 			return err
-		},
+		}),
 	}
 	cmd.Flags().IntVar(&lines, "lines", 0, "only the last N lines")
 	cmd.Flags().BoolVar(&url, "url", false, "print the serial console's websocket URL instead")
@@ -75,16 +68,7 @@ func (a *app) serverLogsCmd() *cobra.Command {
   berth server logs -f --tail 50 web1`,
 		Args:              exactArgs(1, "one server (name or ID)"),
 		ValidArgsFunction: a.completeServers,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			compute, err := a.compute(ctx)
-			if err != nil {
-				return err
-			}
-			id, err := serverID(ctx, compute, args[0])
-			if err != nil {
-				return err
-			}
+		RunE: a.onServer(func(ctx context.Context, compute *gophercloud.ServiceClient, id string) error {
 			rc, err := servers.Logs(ctx, compute, id, servers.LogsOpts{Tail: tail, Follow: follow})
 			if err != nil && follow && ctx.Err() != nil {
 				return nil // Ctrl-C before the first line arrived
@@ -101,7 +85,7 @@ func (a *app) serverLogsCmd() *cobra.Command {
 				return nil // Ctrl-C ends a follow; that is success
 			}
 			return err
-		},
+		}),
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines until interrupted")
 	cmd.Flags().IntVar(&tail, "tail", 0, "start with the last N lines (default all)")

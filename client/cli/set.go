@@ -169,22 +169,7 @@ func findSet(ctx context.Context, c *gophercloud.ServiceClient, ref string) (*se
 	if err != nil {
 		return nil, err
 	}
-	var match []sets.Set
-	for _, s := range all {
-		if s.Name == ref || s.ID == ref {
-			match = append(match, s)
-		}
-	}
-	switch len(match) {
-	case 0:
-		if idErr != nil {
-			return nil, idErr
-		}
-		return nil, &notFoundError{"set", ref}
-	case 1:
-		return &match[0], nil
-	}
-	return nil, ambiguous("set", ref, len(match))
+	return pickOne("set", ref, all, func(s sets.Set) bool { return s.Name == ref || s.ID == ref }, idErr)
 }
 
 func (a *app) setCreateCmd() *cobra.Command {
@@ -342,9 +327,7 @@ func (a *app) setDeleteCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var failed int
-			var last error
-			for _, ref := range args {
+			return a.eachRef(args, func(ref string) error {
 				s, err := findSet(ctx, compute, ref)
 				if err == nil {
 					err = sets.Delete(ctx, compute, s.ID).ExtractErr()
@@ -352,19 +335,8 @@ func (a *app) setDeleteCmd() *cobra.Command {
 				if err == nil && wait {
 					err = a.waitServer(ctx, compute, s.ID, s.Name, servers.WaitOpts{Gone: true})
 				}
-				if err != nil {
-					if len(args) == 1 {
-						return err
-					}
-					fmt.Fprintf(a.stderr, "Error: %s: %s\n", ref, message(err))
-					failed++
-					last = err
-				}
-			}
-			if failed > 0 {
-				return &multiError{n: failed, total: len(args), last: last}
-			}
-			return nil
+				return err
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the sets are gone")

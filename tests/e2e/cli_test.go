@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,6 +86,8 @@ func TestBerthCLI(t *testing.T) {
 		}
 		must(t, "server", "sync-status", "cli1")
 		must(t, "server", "logs", "cli1")
+		followLogs(t, bin, append(s.Env(devstack.CloudDemo), "HOME="+home, "XDG_CACHE_HOME="+home+"/.cache"),
+			"cli1", fmt.Sprint(srv["id"], srv["ID"]))
 		if _, err := berth(t, "server", "stop", "--wait", "nope-no-such-server"); err == nil {
 			t.Error("stopping a missing server exited 0, want an error exit")
 		}
@@ -120,4 +124,84 @@ containers:
 		}
 		must(t, "set", "delete", "--wait", "web")
 	})
+}
+
+// followLogs runs `berth server logs -f` on a server that has printed
+// nothing for a while, makes the app's PID 1 print a line, and expects the
+// follower to show it while the stream is open, then to end with exit 0 on
+// Ctrl-C (SIGINT), as a user stopping a follow would.
+func followLogs(t *testing.T, bin string, env []string, name, ids string) {
+	t.Helper()
+	var setID string
+	for _, f := range strings.Fields(strings.ReplaceAll(ids, "<nil>", " ")) {
+		setID = f
+	}
+	apps := setContainers(t, setID, "app")
+	if len(apps) != 1 {
+		t.Fatalf("server %s (%s): app containers %v, want one", name, setID, apps)
+	}
+	cmd := exec.Command(bin, "server", "logs", "-f", name)
+	cmd.Env = append(os.Environ(), env...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	}()
+	// Silent first: the follow must be open (headers flushed, not waiting
+	// for a first line) before anything is printed.
+	time.Sleep(2 * time.Second)
+	select {
+	case err := <-done:
+		t.Fatalf("berth server logs -f ended on a silent server: %v\n%s", err, out.String())
+	default:
+	}
+	marker := fmt.Sprintf("berth-follow-%d", time.Now().UnixNano())
+	if _, err := dockerCLI(t, "exec", apps[0], "sh", "-c", "echo "+marker+" > /proc/1/fd/1"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(out.String(), marker) {
+		if time.Now().After(deadline) {
+			t.Fatalf("berth server logs -f did not show %q within a minute; it printed:\n%s", marker, out.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("berth server logs -f %s showed the line printed after 2 s of silence", name)
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("berth server logs -f after Ctrl-C: %v, want exit 0\n%s", err, out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("berth server logs -f still runs 30 s after Ctrl-C")
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe to write from a child's output copier
+// while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
