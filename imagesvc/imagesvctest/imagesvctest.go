@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"berth/imagesvc/keystonefake"
 	"berth/imagesvc/registry"
 	"berth/imagesvc/store"
+	"berth/imagesvc/wirecount"
 	"berth/internal/keystone"
 	"berth/internal/pgtest"
 )
@@ -52,12 +52,7 @@ type Env struct {
 }
 
 // Counter counts bytes on connections.
-type Counter struct {
-	Read, Written atomic.Int64
-}
-
-// Reset zeroes the counter.
-func (c *Counter) Reset() { c.Read.Store(0); c.Written.Store(0) }
+type Counter = wirecount.Counter
 
 // Start runs an imagesvc for the test, stopped when it ends.
 func Start(t testing.TB, o Options) *Env {
@@ -92,7 +87,7 @@ func Start(t testing.TB, o Options) *Env {
 	}
 	wire := &Counter{}
 	srv := &http.Server{Handler: registry.Route(reg.Handler(), a.Handler()), ReadHeaderTimeout: 30 * time.Second}
-	go srv.Serve(&countingListener{Listener: ln, c: wire})
+	go srv.Serve(wirecount.Listen(ln, wire))
 	t.Cleanup(func() {
 		srv.Close()
 		a.Close()
@@ -100,34 +95,4 @@ func Start(t testing.TB, o Options) *Env {
 	})
 	return &Env{KS: ks, URL: "http://" + ln.Addr().String(), Host: ln.Addr().String(), Store: st, Blobs: blobs,
 		Content: cs, API: a, Registry: reg, DataDir: dir, Wire: wire}
-}
-
-type countingListener struct {
-	net.Listener
-	c *Counter
-}
-
-func (l *countingListener) Accept() (net.Conn, error) {
-	conn, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return &countingConn{Conn: conn, c: l.c}, nil
-}
-
-type countingConn struct {
-	net.Conn
-	c *Counter
-}
-
-func (c *countingConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.c.Read.Add(int64(n))
-	return n, err
-}
-
-func (c *countingConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	c.c.Written.Add(int64(n))
-	return n, err
 }

@@ -41,7 +41,13 @@ func (g *Registry) resolve(ctx context.Context, req *request) (*store.Image, err
 		if !digest.Valid(ref) {
 			return nil, &regError{status: http.StatusBadRequest, code: "DIGEST_INVALID", message: "invalid digest"}
 		}
-		img, err := g.cfg.Store.FindImageByManifest(ctx, v, req.owner, ref)
+		owner := req.owner
+		if req.caller.Agent {
+			// Docker re-reads a manifest by the digest a pull by image id
+			// named; the agent's repository belongs to no project.
+			owner = ""
+		}
+		img, err := g.cfg.Store.FindImageByManifest(ctx, v, owner, ref)
 		if apierr.Is(err, apierr.NotFound) {
 			return nil, manifestUnknown(req.name, ref)
 		}

@@ -212,15 +212,19 @@ func prefixed(alias, cols string) string {
 	return strings.Join(out, ", ")
 }
 
-// FindImageByManifest returns the newest image of project owner, visible
-// to v, whose manifest is digest. NotFound if there is none.
+// FindImageByManifest returns the newest image of project owner (of any
+// project when owner is ""), visible to v, whose manifest is digest.
+// NotFound if there is none.
 func (s *Store) FindImageByManifest(ctx context.Context, v Viewer, owner, digest string) (*Image, error) {
 	q := &query{}
 	see := canSeeClause(q, v, "i")
+	where := `i.manifest_digest = ` + q.arg(digest) + ` AND ` + see
+	if owner != "" {
+		where += ` AND i.owner = ` + q.arg(owner)
+	}
 	var img Image
 	err := s.db.GetContext(ctx, &img, `SELECT `+prefixed("i", imageColumns)+` FROM images i
-		WHERE i.owner = `+q.arg(owner)+` AND i.manifest_digest = `+q.arg(digest)+` AND `+see+`
-		ORDER BY i.created_at DESC LIMIT 1`, q.args...)
+		WHERE `+where+` ORDER BY i.created_at DESC LIMIT 1`, q.args...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, apierr.NotFoundf("No image with manifest %s", digest)
 	}

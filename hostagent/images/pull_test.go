@@ -1,0 +1,152 @@
+package images_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"testing"
+
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
+
+	"berth/hostagent/images"
+	"berth/hostagent/testenv"
+	"berth/imagesvc/dockerarchive/archivetest"
+	"berth/imagesvc/imagesvctest"
+	"berth/internal/pgtest"
+	"berth/schema"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// TestEnsurePullsOnlyMissingLayers runs the agent's real pull path (the
+// Loader with registry pulls, as berth-hostagent runs it) against a real
+// imagesvc (PostgreSQL, blob store, registry) and the machine's Docker
+// engine, and measures the bytes that crossed imagesvc's listener: a
+// first pull moves its image's layers, and a host that already has an
+// image's base then moves at most 1.05 × the new layer for an image on top
+// of it (issue #5's goal), not the archive.
+func TestEnsurePullsOnlyMissingLayers(t *testing.T) {
+	cli := testenv.Docker(t)
+	env := imagesvctest.Start(t, imagesvctest.Options{})
+	env.KS.AddProject("p-demo", "demo")
+	tok := env.KS.Issue("p-demo", "member")
+	// Random layers: no engine has them, and they do not compress.
+	base := archivetest.RandomLayer(6 << 20)
+	top := archivetest.RandomLayer(4 << 20)
+	baseArc := archivetest.Build(archivetest.Legacy, "agentpull:base", base)
+	appArc := archivetest.Build(archivetest.Legacy, "agentpull:app", base, top)
+	baseImg := schema.SetImage{ID: uploadArchive(t, env, tok, "agentpull-base", baseArc.Data), DockerImageID: baseArc.ImageID}
+	appImg := schema.SetImage{ID: uploadArchive(t, env, tok, "agentpull-app", appArc.Data), DockerImageID: appArc.ImageID}
+	removeImages(t, cli, appArc.ImageID, baseArc.ImageID)
+
+	l := images.New(cli, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		images.Config{ImageURL: env.URL, Token: imagesvctest.AgentToken, Registry: true})
+	ctx := context.Background()
+	reg := env.Registry.Stats()
+
+	// A host without the base: the base image's one layer travels.
+	env.Wire.Reset()
+	served := reg.BlobBytesServed.Load()
+	if err := l.Ensure(ctx, baseImg); err != nil {
+		t.Fatalf("Ensure base: %v", err)
+	}
+	first, firstBlobs := env.Wire.Total(), reg.BlobBytesServed.Load()-served
+	t.Logf("first pull: %d bytes on the wire, %d blob bytes, layers %d bytes (%.3fx)",
+		first, firstBlobs, len(base), float64(first)/float64(len(base)))
+	// Through the registry (an archive load would serve no blob), and no
+	// more than the layer and a little protocol.
+	if firstBlobs < int64(len(base)) {
+		t.Errorf("first pull: registry served %d blob bytes, want the base layer's %d (did the archive fallback run?)", firstBlobs, len(base))
+	}
+	if max := int64(len(base)) * 105 / 100; first > max {
+		t.Errorf("first pull moved %d bytes, want at most 1.05 × the layers = %d", first, max)
+	}
+
+	// The same host boots an image on top of that base: only the new layer.
+	env.Wire.Reset()
+	served = reg.BlobBytesServed.Load()
+	if err := l.Ensure(ctx, appImg); err != nil {
+		t.Fatalf("Ensure app: %v", err)
+	}
+	second, secondBlobs := env.Wire.Total(), reg.BlobBytesServed.Load()-served
+	t.Logf("pull on top of a present base: %d bytes on the wire, %d blob bytes, new layer %d bytes (%.3fx)",
+		second, secondBlobs, len(top), float64(second)/float64(len(top)))
+	if secondBlobs < int64(len(top)) {
+		t.Errorf("second pull: registry served %d blob bytes, want the new layer's %d", secondBlobs, len(top))
+	}
+	if max := int64(len(top)) * 105 / 100; second > max {
+		t.Errorf("second pull moved %d bytes, want at most 1.05 × the new layer = %d", second, max)
+	}
+	if _, err := cli.ImageInspect(ctx, appArc.ImageID); err != nil {
+		t.Errorf("app image not in Docker after Ensure: %v", err)
+	}
+
+	// Docker re-reads a manifest by the digest the pull by image id
+	// answered: the agent may, though its repository is no project's.
+	req, _ := http.NewRequest(http.MethodHead, env.URL+"/v2/berth/image/manifests/"+appImg.ID, nil)
+	req.SetBasicAuth("berth-agent", imagesvctest.AgentToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	d := resp.Header.Get("Docker-Content-Digest")
+	req, _ = http.NewRequest(http.MethodGet, env.URL+"/v2/berth/image/manifests/"+d, nil)
+	req.SetBasicAuth("berth-agent", imagesvctest.AgentToken)
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if d == "" || resp.StatusCode != http.StatusOK {
+		t.Errorf("agent GET manifest by digest %q: %d, want 200", d, resp.StatusCode)
+	}
+}
+
+// uploadArchive makes a docker-format Glance image holding archive and
+// returns its id.
+func uploadArchive(t *testing.T, env *imagesvctest.Env, token, name string, archive []byte) string {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"name": name, "container_format": "docker", "disk_format": "raw"})
+	var img struct{ ID string }
+	glance(t, http.MethodPost, env.URL+"/v2/images", token, "application/json", body, http.StatusCreated, &img)
+	glance(t, http.MethodPut, env.URL+"/v2/images/"+img.ID+"/file", token, "application/octet-stream", archive, http.StatusNoContent, nil)
+	return img.ID
+}
+
+func glance(t *testing.T, method, url, token, ct string, body []byte, want int, out any) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Auth-Token", token)
+	req.Header.Set("Content-Type", ct)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s: %d %s", method, url, resp.StatusCode, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// removeImages removes the images (and their layers) from Docker when the
+// test ends, so runs do not pile up on the shared engine.
+func removeImages(t *testing.T, cli *client.Client, ids ...string) {
+	t.Cleanup(func() {
+		for _, id := range ids {
+			_, _ = cli.ImageRemove(context.Background(), id, image.RemoveOptions{Force: true, PruneChildren: true})
+		}
+	})
+}
