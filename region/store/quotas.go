@@ -83,9 +83,13 @@ func projectUsage(ctx context.Context, q sqlx.QueryerContext, projectID string) 
 }
 
 // checkQuota refuses a boot that would take a project over its instances,
-// cores or ram quota. It runs in the create transaction under a per-project
-// advisory lock, so concurrent boots cannot both squeeze under the limit.
-func checkQuota(ctx context.Context, tx *sqlx.Tx, projectID string, vcpus, ramMB int) error {
+// cores or ram quota. serverID is the server being created in tx: its row
+// is already inserted and is left out of the usage. It takes a
+// per-project advisory lock, held until tx ends, so concurrent boots
+// cannot both squeeze under the limit; the create transaction calls it
+// last, just before commit, so one project's boots queue only for this
+// check and the commit, not for the whole placement.
+func checkQuota(ctx context.Context, tx *sqlx.Tx, projectID, serverID string, vcpus, ramMB int) error {
 	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('quota:' || $1))`, projectID); err != nil {
 		return err
 	}
@@ -93,8 +97,12 @@ func checkQuota(ctx context.Context, tx *sqlx.Tx, projectID string, vcpus, ramMB
 	if err != nil {
 		return err
 	}
-	u, err := projectUsage(ctx, tx, projectID)
-	if err != nil {
+	// A statement after the lock: its snapshot sees every boot of the
+	// project that committed while this one waited.
+	var u Usage
+	if err := sqlx.GetContext(ctx, tx, &u, `SELECT count(*) AS instances, coalesce(sum(vcpus), 0) AS cores,
+		coalesce(sum(ram_mb), 0) AS ram FROM servers WHERE project_id = $1 AND deleted_at IS NULL AND id <> $2`,
+		projectID, serverID); err != nil {
 		return err
 	}
 	for _, c := range []struct {

@@ -143,9 +143,6 @@ func (s *Store) CreateServer(ctx context.Context, ns NewServer, candidates []str
 	f := ns.Flavor
 	var out *Server
 	err := s.tx(ctx, func(tx *sqlx.Tx) error {
-		if err := checkQuota(ctx, tx, ns.ProjectID, f.VCPUs, f.RAMMB); err != nil {
-			return err
-		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO servers (id, project_id, user_id, name, description,
 				availability_zone, image_id, docker_image_id, flavor_id, vcpus, ram_mb, disk_gb, vm_state,
 				task_state, metadata, key_name, user_data, access_ipv4, access_ipv6, authorized_keys, personality,
@@ -213,8 +210,11 @@ func (s *Store) CreateServer(ctx context.Context, ns NewServer, candidates []str
 				return err
 			}
 		}
-		out, err = getServer(ctx, tx, Scope{AllProjects: true}, ns.ID, false)
-		return err
+		if out, err = getServer(ctx, tx, Scope{AllProjects: true}, ns.ID, false); err != nil {
+			return err
+		}
+		// Last, so the project's quota lock is held only to commit.
+		return checkQuota(ctx, tx, ns.ProjectID, ns.ID, f.VCPUs, f.RAMMB)
 	})
 	return out, err
 }
