@@ -48,39 +48,31 @@ func TestEnsurePullsOnlyMissingLayers(t *testing.T) {
 	ctx := context.Background()
 	reg := env.Registry.Stats()
 
+	// pull ensures img and checks the bytes that crossed imagesvc's
+	// listener against the layers it lacked: they must all have come as
+	// registry blobs (an archive load would serve none), with no more than
+	// 5% on top for the protocol.
+	pull := func(what string, img schema.SetImage, missing int64) {
+		t.Helper()
+		env.Wire.Reset()
+		served := reg.BlobBytesServed.Load()
+		if err := l.Ensure(ctx, img); err != nil {
+			t.Fatalf("%s: Ensure: %v", what, err)
+		}
+		wire, blobs := env.Wire.Total(), reg.BlobBytesServed.Load()-served
+		t.Logf("%s: %d bytes on the wire, %d blob bytes, missing layers %d bytes (%.3fx)",
+			what, wire, blobs, missing, float64(wire)/float64(missing))
+		if blobs < missing {
+			t.Errorf("%s: registry served %d blob bytes, want the missing layers' %d (did the archive fallback run?)", what, blobs, missing)
+		}
+		if max := missing * 105 / 100; wire > max {
+			t.Errorf("%s: moved %d bytes, want at most 1.05 × the missing layers = %d", what, wire, max)
+		}
+	}
 	// A host without the base: the base image's one layer travels.
-	env.Wire.Reset()
-	served := reg.BlobBytesServed.Load()
-	if err := l.Ensure(ctx, baseImg); err != nil {
-		t.Fatalf("Ensure base: %v", err)
-	}
-	first, firstBlobs := env.Wire.Total(), reg.BlobBytesServed.Load()-served
-	t.Logf("first pull: %d bytes on the wire, %d blob bytes, layers %d bytes (%.3fx)",
-		first, firstBlobs, len(base), float64(first)/float64(len(base)))
-	// Through the registry (an archive load would serve no blob), and no
-	// more than the layer and a little protocol.
-	if firstBlobs < int64(len(base)) {
-		t.Errorf("first pull: registry served %d blob bytes, want the base layer's %d (did the archive fallback run?)", firstBlobs, len(base))
-	}
-	if max := int64(len(base)) * 105 / 100; first > max {
-		t.Errorf("first pull moved %d bytes, want at most 1.05 × the layers = %d", first, max)
-	}
-
+	pull("first pull", baseImg, int64(len(base)))
 	// The same host boots an image on top of that base: only the new layer.
-	env.Wire.Reset()
-	served = reg.BlobBytesServed.Load()
-	if err := l.Ensure(ctx, appImg); err != nil {
-		t.Fatalf("Ensure app: %v", err)
-	}
-	second, secondBlobs := env.Wire.Total(), reg.BlobBytesServed.Load()-served
-	t.Logf("pull on top of a present base: %d bytes on the wire, %d blob bytes, new layer %d bytes (%.3fx)",
-		second, secondBlobs, len(top), float64(second)/float64(len(top)))
-	if secondBlobs < int64(len(top)) {
-		t.Errorf("second pull: registry served %d blob bytes, want the new layer's %d", secondBlobs, len(top))
-	}
-	if max := int64(len(top)) * 105 / 100; second > max {
-		t.Errorf("second pull moved %d bytes, want at most 1.05 × the new layer = %d", second, max)
-	}
+	pull("pull on top of a present base", appImg, int64(len(top)))
 	if _, err := cli.ImageInspect(ctx, appArc.ImageID); err != nil {
 		t.Errorf("app image not in Docker after Ensure: %v", err)
 	}
