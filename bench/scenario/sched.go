@@ -241,9 +241,9 @@ func (e *Env) Scheduler(ctx context.Context) error {
 		"a region process and database of their own (--host-grace %s). The API path is a time-boxed sample (%d placements "+
 		"or %s) of POST /servers by 32 clients in the demo project, networks \"none\", flavors m1.tiny/small/medium mixed "+
 		"6:3:1, every 10th into an anti-affinity group of up to 10. The store path is what that handler does per server, "+
-		"run in-process by 16 workers: scheduler.Rank over a host snapshot (refreshed from the database every 2 s and "+
-		"updated with each claim, as a scheduler cache would) and store.CreateServer, which claims capacity in the same "+
-		"PostgreSQL transaction, across 100 projects with the same mix.", simHeartbeat, schedGrace, apiMax, apiDur)
+		"run in-process by 16 workers with the same code: store.RankHosts (scheduler.Rank over region's in-memory host view, "+
+		"re-read from the database at most every second and debited per placement) and store.CreateServer, which claims "+
+		"capacity in one PostgreSQL transaction, across 100 projects with the same mix.", simHeartbeat, schedGrace, apiMax, apiDur)
 	return nil
 }
 
@@ -353,40 +353,6 @@ func (e *Env) bootAtFlavor(ctx context.Context, compute, token, name, flavor str
 	return out.Server.ID, err
 }
 
-// hostCache is the store path's scheduler cache: a snapshot of hosts,
-// refreshed from the database, with each claim applied as it is made.
-type hostCache struct {
-	mu    sync.RWMutex
-	hosts []scheduler.HostState
-	index map[string]int
-}
-
-func (c *hostCache) set(hs []scheduler.HostState) {
-	idx := make(map[string]int, len(hs))
-	for i, h := range hs {
-		idx[h.Name] = i
-	}
-	c.mu.Lock()
-	c.hosts, c.index = hs, idx
-	c.mu.Unlock()
-}
-
-func (c *hostCache) rank(r scheduler.Request) ([]string, map[string]int) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return scheduler.Rank(c.hosts, r)
-}
-
-func (c *hostCache) consume(host string, f *store.Flavor) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if i, ok := c.index[host]; ok {
-		c.hosts[i].VCPUsUsed += f.VCPUs
-		c.hosts[i].MemoryMBUsed += f.RAMMB
-		c.hosts[i].DiskGBUsed += f.DiskGB
-	}
-}
-
 func (e *Env) storePath(ctx context.Context, reg *Region, run *schedRun, placements int, capDur time.Duration) error {
 	st, err := store.Open(ctx, reg.DSN)
 	if err != nil {
@@ -422,29 +388,6 @@ func (e *Env) storePath(ctx context.Context, reg *Region, run *schedRun, placeme
 		}
 		groups[i] = g.ID
 	}
-	cache := &hostCache{}
-	hs, err := st.HostStates(ctx)
-	if err != nil {
-		return err
-	}
-	cache.set(hs)
-	rctx, stopRefresh := context.WithCancel(ctx)
-	defer stopRefresh()
-	go func() {
-		t := time.NewTicker(2 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-rctx.Done():
-				return
-			case <-t.C:
-				if hs, err := st.HostStates(rctx); err == nil {
-					cache.set(hs)
-				}
-			}
-		}
-	}()
-
 	var rankMu sync.Mutex
 	var rankLat []time.Duration
 	var noHost atomic.Int64
@@ -457,8 +400,11 @@ func (e *Env) storePath(ctx context.Context, reg *Region, run *schedRun, placeme
 			group, project = groups[gi], projects[gi%nProjects]
 		}
 		t := time.Now()
-		names, rejected := cache.rank(scheduler.Request{VCPUs: f.VCPUs, MemoryMB: f.RAMMB, DiskGB: f.DiskGB,
+		names, rejected, _, err := st.RankHosts(ctx, scheduler.Request{VCPUs: f.VCPUs, MemoryMB: f.RAMMB, DiskGB: f.DiskGB,
 			Now: time.Now(), Grace: schedGrace})
+		if err != nil {
+			return err
+		}
 		rt := time.Since(t)
 		reason := ""
 		if len(names) == 0 {
@@ -470,9 +416,7 @@ func (e *Env) storePath(ctx context.Context, reg *Region, run *schedRun, placeme
 		if err != nil {
 			return err
 		}
-		if srv.Host.Valid {
-			cache.consume(srv.Host.String, f)
-		} else {
+		if !srv.Host.Valid {
 			noHost.Add(1)
 		}
 		rankMu.Lock()

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/jmoiron/sqlx"
 
@@ -93,16 +94,24 @@ func checkQuota(ctx context.Context, tx *sqlx.Tx, projectID, serverID string, vc
 	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('quota:' || $1))`, projectID); err != nil {
 		return err
 	}
-	limits, err := quotas(ctx, tx, projectID)
-	if err != nil {
+	// One statement after the lock reads limits and usage: its snapshot
+	// sees every boot of the project that committed while this one waited.
+	var u struct {
+		Usage
+		Limits []byte `db:"limits"`
+	}
+	if err := sqlx.GetContext(ctx, tx, &u, `SELECT count(*) AS instances, coalesce(sum(vcpus), 0) AS cores,
+		coalesce(sum(ram_mb), 0) AS ram, 0 AS server_groups,
+		(SELECT coalesce(json_object_agg(resource, hard_limit), '{}') FROM quotas WHERE project_id = $1) AS limits
+		FROM servers WHERE project_id = $1 AND deleted_at IS NULL AND id <> $2`,
+		projectID, serverID); err != nil {
 		return err
 	}
-	// A statement after the lock: its snapshot sees every boot of the
-	// project that committed while this one waited.
-	var u Usage
-	if err := sqlx.GetContext(ctx, tx, &u, `SELECT count(*) AS instances, coalesce(sum(vcpus), 0) AS cores,
-		coalesce(sum(ram_mb), 0) AS ram FROM servers WHERE project_id = $1 AND deleted_at IS NULL AND id <> $2`,
-		projectID, serverID); err != nil {
+	limits := map[string]int{}
+	for k, v := range DefaultQuotas {
+		limits[k] = v
+	}
+	if err := json.Unmarshal(u.Limits, &limits); err != nil {
 		return err
 	}
 	for _, c := range []struct {

@@ -169,7 +169,7 @@ func (s *Store) CreateServer(ctx context.Context, ns NewServer, candidates []str
 		}
 		host := ""
 		for _, c := range candidates {
-			ok, err := claimOn(ctx, tx, c, f.VCPUs, f.RAMMB, f.DiskGB, grace)
+			ok, err := claimAndWake(ctx, tx, c, f.VCPUs, f.RAMMB, f.DiskGB, grace)
 			if err != nil {
 				return err
 			}
@@ -206,9 +206,7 @@ func (s *Store) CreateServer(ctx context.Context, ns NewServer, candidates []str
 			if err := openEvent(ctx, tx, actionID, "compute__do_build_and_run_instance", host); err != nil {
 				return err
 			}
-			if err := notifyHost(ctx, tx, host); err != nil {
-				return err
-			}
+			// claimAndWake has bumped the host's desired index and queued its NOTIFY.
 		}
 		if out, err = getServer(ctx, tx, Scope{AllProjects: true}, ns.ID, false); err != nil {
 			return err
