@@ -1,8 +1,12 @@
 package api_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 )
@@ -74,5 +78,47 @@ func TestDownloadRanges(t *testing.T) {
 				t.Errorf("Content-MD5 %q is not the image's checksum", r.header.Get("Content-MD5"))
 			}
 		})
+	}
+}
+
+// TestCorruptPlainImageIsNotServedAsGood: the data of a plain image,
+// changed at rest behind the service's back, is not served as a complete
+// download: the response stops short of its Content-Length (checksums
+// are verified on read, not only on the way in).
+func TestCorruptPlainImageIsNotServedAsGood(t *testing.T) {
+	e := newEnv(t)
+	tok := e.ks.Issue("p1", "member")
+	img := e.create(tok, `{"name": "raw", "container_format": "bare", "disk_format": "raw"}`)
+	id := img["id"].(string)
+	data := bytes.Repeat([]byte("0123456789abcdef"), 64<<10)
+	if r := e.do("PUT", "/v2/images/"+id+"/file", tok, data, "Content-Type", "application/octet-stream"); r.status != 204 {
+		t.Fatalf("upload: %d %s", r.status, r.body)
+	}
+	// Intact: served whole.
+	if r := e.do("GET", "/v2/images/"+id+"/file", tok, nil); r.status != 200 || !bytes.Equal(r.body, data) {
+		t.Fatalf("intact download: %d, %d bytes", r.status, len(r.body))
+	}
+	path := filepath.Join(e.dataDir, "blobs", "images", id)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", e.srv.URL+"/v2/images/"+id+"/file", nil)
+	req.Header.Set("X-Auth-Token", tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, rerr := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if rerr == nil {
+		t.Errorf("corrupted data served as a complete download (%d of %d bytes, status %d)", len(got), resp.ContentLength, resp.StatusCode)
+	}
+	if bytes.Equal(got, b) {
+		t.Error("the corrupted bytes were served in full")
 	}
 }
