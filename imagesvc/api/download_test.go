@@ -3,7 +3,6 @@ package api_test
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -107,14 +106,7 @@ func TestCorruptPlainImageIsNotServedAsGood(t *testing.T) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest("GET", e.srv.URL+"/v2/images/"+id+"/file", nil)
-	req.Header.Set("X-Auth-Token", tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, rerr := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, got, rerr := e.download(id, tok)
 	if rerr == nil {
 		t.Errorf("corrupted data served as a complete download (%d of %d bytes, status %d)", len(got), resp.ContentLength, resp.StatusCode)
 	}

@@ -161,3 +161,18 @@ func (e *env) create(token string, body string) map[string]any {
 	}
 	return r.json(e.t)
 }
+
+// download GETs an image's data and reads it to the end; readErr reports a
+// body cut short (which e.do would hide).
+func (e *env) download(id, token string) (resp *http.Response, body []byte, readErr error) {
+	e.t.Helper()
+	req, _ := http.NewRequest("GET", e.srv.URL+"/v2/images/"+id+"/file", nil)
+	req.Header.Set("X-Auth-Token", token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, readErr = io.ReadAll(resp.Body)
+	return resp, body, readErr
+}

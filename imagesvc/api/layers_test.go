@@ -177,14 +177,7 @@ func TestCorruptBlobIsNotServedAsGood(t *testing.T) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest("GET", e.srv.URL+"/v2/images/"+id+"/file", nil)
-	req.Header.Set("X-Auth-Token", tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, rerr := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, got, rerr := e.download(id, tok)
 	if rerr == nil && bytes.Equal(got, arc.Data) {
 		t.Fatal("a corrupted layer was served as if intact")
 	}
