@@ -145,6 +145,9 @@ func getNetwork(ctx context.Context, q sqlx.QueryerContext, sc Scope, id string)
 // subnetID/fixedIP name them, and a MAC unless p.MACAddress is set.
 func createPort(ctx context.Context, tx *sqlx.Tx, p Port, subnetID, fixedIP string) (*Port, error) {
 	var subnets []string
+	if subnetID != "" && !validUUID(subnetID) {
+		return nil, apierr.NotFoundf("Subnet %s could not be found.", subnetID)
+	}
 	if subnetID != "" {
 		subnets = []string{subnetID}
 	} else if err := tx.SelectContext(ctx, &subnets, `SELECT id::text FROM subnets WHERE network_id = $1

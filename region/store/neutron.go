@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/google/uuid"
@@ -706,6 +707,10 @@ func (s *Store) DeleteSecurityGroup(ctx context.Context, sc Scope, id string) er
 // CreateRule adds a rule to a group of the caller's; Conflict for a
 // duplicate, and the servers using the group are re-read by their hosts.
 func (s *Store) CreateRule(ctx context.Context, sc Scope, r Rule) (*Rule, error) {
+	// Checked before SQL: PostgreSQL would echo a bad value in full.
+	if _, err := netip.ParsePrefix(r.RemoteIPPrefix.String); r.RemoteIPPrefix.Valid && err != nil {
+		return nil, apierr.Invalidf("%s is not a valid IP network.", r.RemoteIPPrefix.String)
+	}
 	var out Rule
 	err := s.tx(ctx, func(tx *sqlx.Tx) error {
 		g, err := loadGroup(ctx, tx, sc, r.GroupID)

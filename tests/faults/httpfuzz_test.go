@@ -560,9 +560,6 @@ func mutateJSON(rng *rand.Rand, seed string) ([]byte, string) {
 		return remarshal(mutateValue(rng, doc, func() any { return randomValue(rng) })), "wrong-type"
 	case 5:
 		n := []int{256, 4097, 70000}[rng.Intn(3)]
-		if _, ok := knownBugs["B10"]; ok {
-			n = min(n, 20000) // B10 wedges region; TestLargeInvalidValues covers it
-		}
 		return remarshal(mutateValue(rng, doc, func() any { return strings.Repeat("x", n) })), "long-string"
 	case 6:
 		return remarshal(addField(rng, doc)), "unknown-field"
