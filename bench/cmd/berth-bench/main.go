@@ -31,7 +31,7 @@ import (
 )
 
 // Scenario names, in the order they run.
-var order = []string{"footprint", "boot", "concurrent", "images", "api", "sched", "network"}
+var order = []string{"footprint", "cli", "boot", "concurrent", "images", "api", "sched", "network"}
 
 type options struct {
 	quick    bool
@@ -139,6 +139,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	scenarios := map[string]func(context.Context) error{
 		"footprint":  env.FootprintIdle,
+		"cli":        env.CLI,
 		"boot":       env.Boot,
 		"concurrent": env.Concurrent,
 		"images":     env.Images,

@@ -57,7 +57,7 @@ func TestQuickBench(t *testing.T) {
 	for _, r := range rep.Rows {
 		seen[r.ID[0]] = true
 	}
-	for _, s := range "1234567" {
+	for _, s := range "12345678" {
 		if !seen[byte(s)] {
 			t.Errorf("no result rows for scenario %c", s)
 		}
