@@ -6,14 +6,22 @@
 //
 // Tables (every packet enters table 0):
 //
-//	 0 classify      set port → reg6=VNI, go to 10; tunnel → reg6=tun_id, reg4=1, learn, go to 30
+//	 0 classify      set port → reg6=VNI, go to 10; tunnel → reg6=tun_id, reg4=1, learn, go to 30;
+//	                 LOCAL (the host) → ARP/IPv4 for a subnet whose gateway it holds: reg6=VNI, reg4=2, go to 30
 //	10 port security own MAC+IP only (ARP: own spa/sha; no DHCP server replies); IPv4 → ct(zone=ofport) → 20
 //	20 egress SG     +est/+rel pass; +new matching an egress rule → ct(commit) → 30; else drop
 //	30 L2 lookup     (reg6, dl_dst) of a local port → reg7=ofport, go to 40; broadcast ARP → flood
-//	                 in the network; other unicast from a local port → 35
+//	                 in the network; a set's frame to the host's MAC → LOCAL; other unicast from a
+//	                 local port → 35
 //	35 remote MACs   learned (reg6, MAC) → tunnel with tun_id=VNI; else flood to every tunnel
 //	40 ingress       ARP → port; IPv4 → ct(zone=ofport) → 41
 //	41 ingress SG    +est/+rel → port; +new matching an ingress rule → ct(commit) → port; else drop
+//
+// The bridge's own port (LOCAL, the host) joins the networks whose gateway
+// address the host holds, on this host only: what it sends skips port
+// security (the host is trusted) but meets each set's ingress security
+// group like any other sender; it never enters a tunnel, and nothing from
+// a tunnel reaches it (every host may hold the same gateway address).
 //
 // Every flow carries a cookie: 0xbe, a 16-bit tag of the host, a kind
 // (host-level, port, learned), a 16-bit key (the ofport for port flows) and
@@ -46,13 +54,23 @@ const (
 	TableIngressCT = 41
 )
 
-// Registers: the network (VNI), the destination ofport and "came from a
-// tunnel".
+// Registers: the network (VNI), the destination ofport and where the
+// packet came from (originSet, originTunnel, originHost).
 const (
 	regNet    = "reg6"
 	regDst    = "reg7"
-	regTunnel = "reg4"
+	regOrigin = "reg4"
 )
+
+// Values of regOrigin.
+const (
+	originSet    = 0
+	originTunnel = 1
+	originHost   = 2
+)
+
+// LocalPort is the bridge's own port as ovs-ofctl names it.
+const LocalPort = "LOCAL"
 
 // LearnTimeout is how long (seconds) a remote MAC learned from a tunnel
 // is kept.
@@ -430,9 +448,24 @@ type Network struct {
 	Ports []int
 }
 
+// Local is a network the host itself (the bridge's LOCAL port) is on: the
+// host holds the gateway address of its subnet.
+type Local struct {
+	VNI uint32
+	// Subnet is the network's IPv4 subnet, e.g. "10.99.0.0/24": what the
+	// host sends into it is classified by destination address.
+	Subnet string
+	// MAC is the LOCAL port's MAC address: sets' frames to it go to the
+	// host.
+	MAC string
+}
+
 // Host is what the host-level flows depend on.
 type Host struct {
 	Networks []Network
+	// Locals are the networks the host is on; only ones with local set
+	// ports (in Networks) get flows.
+	Locals []Local
 	// Tunnels are the ofports of the VXLAN ports to peer hosts.
 	Tunnels []int
 	// LearnCookie marks flows learned from tunnels.
@@ -465,31 +498,81 @@ func HostFlows(h Host) []Flow {
 				"load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[],output:NXM_OF_IN_PORT[]),resubmit(,%d)",
 				TableRemote, LearnTimeout, h.LearnCookie, TableL2)})
 	}
+	// One subnet per network, and no two overlapping: the host's packet
+	// must belong to one network (the lowest VNI wins).
+	locals := map[uint32]Local{}
+	var subnets []*net.IPNet
+	ls := slices.Clone(h.Locals)
+	sort.SliceStable(ls, func(i, j int) bool { return ls[i].VNI < ls[j].VNI })
+next:
+	for _, l := range ls {
+		if _, dup := locals[l.VNI]; dup || !validLocal(l) {
+			continue
+		}
+		_, sn, _ := net.ParseCIDR(l.Subnet)
+		for _, o := range subnets {
+			if o.Contains(sn.IP) || sn.Contains(o.IP) {
+				continue next
+			}
+		}
+		subnets = append(subnets, sn)
+		locals[l.VNI] = l
+	}
 	nets := slices.Clone(h.Networks)
 	sort.Slice(nets, func(i, j int) bool { return nets[i].VNI < nets[j].VNI })
 	for _, n := range nets {
 		if len(n.Ports) == 0 {
 			continue
 		}
-		var local []string
+		var ports []string
 		for _, p := range slices.Sorted(slices.Values(n.Ports)) {
-			local = append(local, "output:"+strconv.Itoa(p))
+			ports = append(ports, "output:"+strconv.Itoa(p))
 		}
+		toPorts := strings.Join(ports, ",")
 		bcast := fmt.Sprintf("%s=%#x,arp,dl_dst=ff:ff:ff:ff:ff:ff", regNet, n.VNI)
-		fromLocal := strings.Join(local, ",")
+		fromSet := toPorts
+		l, onNet := locals[n.VNI]
+		if onNet {
+			fromSet += ",output:" + LocalPort
+		}
 		if len(tunnels) > 0 {
-			fromLocal += "," + tunOut(n.VNI)
+			fromSet += "," + tunOut(n.VNI)
 		}
 		fs = append(fs,
-			Flow{TableL2, 50, regTunnel + "=0," + bcast, fromLocal},
-			Flow{TableL2, 50, regTunnel + "=1," + bcast, strings.Join(local, ",")},
+			Flow{TableL2, 50, fmt.Sprintf("%s=%d,%s", regOrigin, originSet, bcast), fromSet},
+			Flow{TableL2, 50, fmt.Sprintf("%s=%d,%s", regOrigin, originTunnel, bcast), toPorts},
 		)
+		if onNet {
+			vni := fmt.Sprintf("load:%#x->NXM_NX_REG6[],load:%#x->NXM_NX_REG4[],resubmit(,%d)", n.VNI, originHost, TableL2)
+			fs = append(fs,
+				// The host's ARP and IPv4 into the subnet; anything else
+				// it sends meets table 0's drop.
+				Flow{TableClassify, 100, "in_port=" + LocalPort + ",arp,arp_tpa=" + l.Subnet, vni},
+				Flow{TableClassify, 100, "in_port=" + LocalPort + ",ip,nw_dst=" + l.Subnet, vni},
+				Flow{TableL2, 50, fmt.Sprintf("%s=%d,%s", regOrigin, originHost, bcast), toPorts},
+				// A set's frames to the host (ARP replies, IPv4 to the
+				// gateway or routed through it), after its egress rules.
+				// (Above a set port's flow, should a set carry the host's MAC.)
+				Flow{TableL2, 110, fmt.Sprintf("%s=%d,%s=%#x,dl_dst=%s", regOrigin, originSet, regNet, n.VNI, strings.ToLower(l.MAC)), "output:" + LocalPort},
+			)
+		}
 		if len(tunnels) > 0 {
 			fs = append(fs,
-				Flow{TableL2, 10, fmt.Sprintf("%s=0,%s=%#x,dl_dst=00:00:00:00:00:00/01:00:00:00:00:00", regTunnel, regNet, n.VNI), fmt.Sprintf("resubmit(,%d)", TableRemote)},
+				Flow{TableL2, 10, fmt.Sprintf("%s=%d,%s=%#x,dl_dst=00:00:00:00:00:00/01:00:00:00:00:00", regOrigin, originSet, regNet, n.VNI), fmt.Sprintf("resubmit(,%d)", TableRemote)},
 				Flow{TableRemote, 10, fmt.Sprintf("%s=%#x", regNet, n.VNI), tunOut(n.VNI)},
 			)
 		}
 	}
 	return normalize(fs)
+}
+
+// validLocal reports whether l renders into well-formed flows (a
+// unicast MAC, an IPv4 subnet in canonical form).
+func validLocal(l Local) bool {
+	mac, err := net.ParseMAC(l.MAC)
+	if err != nil || len(mac) != 6 || mac[0]&1 != 0 || l.VNI == 0 || l.VNI > MaxVNI {
+		return false
+	}
+	ip, n, err := net.ParseCIDR(l.Subnet)
+	return err == nil && ip.To4() != nil && n.String() == l.Subnet
 }

@@ -79,6 +79,22 @@ func TestHostFlowsGolden(t *testing.T) {
 		{"empty", Host{}},
 		{"two-networks", Host{Networks: []Network{{VNI: 200, Ports: []int{5, 3}}, {VNI: 100, Ports: []int{4}}, {VNI: 300}}}},
 		{"tunnels", Host{Networks: []Network{{VNI: 100, Ports: []int{4, 6}}}, Tunnels: []int{9, 8}, LearnCookie: Cookie(1, KindLearn, 0, 0)}},
+		// The host is on network 100 (with tunnels) and 200; 300 has no
+		// local ports, 600's subnet overlaps 100's, and the malformed
+		// locals are ignored.
+		{"local", Host{
+			Networks: []Network{{VNI: 100, Ports: []int{4, 6}}, {VNI: 200, Ports: []int{5}}, {VNI: 300}, {VNI: 600, Ports: []int{7}}},
+			Locals: []Local{
+				{VNI: 100, Subnet: "10.99.0.0/24", MAC: "0A:00:00:00:00:01"},
+				{VNI: 100, Subnet: "10.98.0.0/24", MAC: "0a:00:00:00:00:01"},
+				{VNI: 200, Subnet: "10.1.0.0/16", MAC: "0a:00:00:00:00:01"},
+				{VNI: 300, Subnet: "10.3.0.0/24", MAC: "0a:00:00:00:00:01"},
+				{VNI: 400, Subnet: "10.4.0.1/24", MAC: "0a:00:00:00:00:01"},
+				{VNI: 500, Subnet: "10.5.0.0/24", MAC: "ff:ff:ff:ff:ff:ff"},
+				{VNI: 600, Subnet: "10.99.0.128/25", MAC: "0a:00:00:00:00:01"}, // overlaps 100's
+			},
+			Tunnels: []int{9}, LearnCookie: Cookie(1, KindLearn, 0, 0),
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := HostFlows(tc.host)

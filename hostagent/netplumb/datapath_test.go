@@ -481,3 +481,105 @@ func TestHostPassCollectsLeftovers(t *testing.T) {
 		t.Errorf("stale class left:\n%s", tc)
 	}
 }
+
+// The host (the bridge's own port, holding the gateway address) reaches
+// the sets of the network whose gateway it holds, through their ingress
+// security groups, and they reach it; a network on the same subnet whose
+// gateway the host also seems to hold stays out of reach (one network per
+// subnet, the lowest VNI), as does everything behind a deleted port.
+func TestHostReachesSets(t *testing.T) {
+	f := newFixture(t)
+	p := f.plumber(t, netplumb.Config{})
+	hostPid := nettest.VswitchdPid(t, f.ovs)
+	// The gateway on the bridge's interface, as devstack puts it there.
+	for _, args := range [][]string{
+		{"ip", "addr", "add", "10.99.0.1/24", "dev", f.ovs.Bridge},
+		{"ip", "link", "set", f.ovs.Bridge, "up"},
+		{"ethtool", "-K", f.ovs.Bridge, "tx", "off"},
+	} {
+		if out, err := nsenterPath(f.ovs.Netns, args...); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	web := []schema.SetRule{{Direction: "egress"}, {Direction: "ingress", Protocol: "tcp", PortMin: 80, PortMax: 80, Remote: []string{"0.0.0.0/0"}}}
+	gw := func(sp schema.SetPort, vni int) schema.SetPort { sp.Gateway, sp.VNI = "10.99.0.1", vni; return sp }
+	a := f.plumb(t, p, gw(netPort(1, "net-1", true, web), 100))
+	b := f.plumb(t, p, gw(netPort(2, "net-2", true, allowAll), 200))     // same subnet and gateway
+	c := f.plumb(t, p, gw(netPort(3, "net-1", false, nil), 100))         // port security off
+	d := f.plumb(t, p, gw(netPort(4, "net-1", true, allowAll[1:]), 100)) // egress only
+	for _, s := range []*set{a, b, c, d} {
+		for _, port := range []string{":22", ":80"} {
+			nettest.EchoServer(nettest.Listen(t, s.pid, port))
+		}
+	}
+
+	if err := nettest.TCPWorks(hostPid, a.port.IP+":80"); err != nil {
+		t.Errorf("host→a:80 (admitted by a's group): %v", err)
+	}
+	if err := nettest.TCPWorks(hostPid, a.port.IP+":22"); err == nil {
+		t.Error("host→a:22 connected; a's group admits only tcp/80")
+	}
+	if err := nettest.TCPWorks(hostPid, d.port.IP+":80"); err == nil {
+		t.Error("host→d:80 connected; d's group admits no ingress")
+	}
+	if err := nettest.TCPWorks(hostPid, c.port.IP+":22"); err != nil {
+		t.Errorf("host→c:22 (no port security): %v", err)
+	}
+	for _, s := range []*set{a, c, d} {
+		if err := nettest.Ping(s.pid, "10.99.0.1"); err != nil {
+			t.Errorf("ping %s→gateway: %v", s.port.IP, err)
+		}
+	}
+	// a's address handed out again, at another MAC: the host's neighbour
+	// entry follows the new port's gratuitous ARP at once.
+	ctx := context.Background()
+	aEnd, _ := netplumb.IfNames(a.port.ID)
+	if err := p.Unplumb(ctx, observed.Port{SetID: a.id, PortID: a.port.ID, Iface: aEnd}); err != nil {
+		t.Fatal(err)
+	}
+	again := gw(netPort(5, "net-1", true, web), 100)
+	again.IP = a.port.IP
+	a = f.plumb(t, p, again)
+	nettest.EchoServer(nettest.Listen(t, a.pid, ":80"))
+	if err := nettest.TCPWorks(hostPid, a.port.IP+":80"); err != nil {
+		t.Errorf("host→%s:80 at its new MAC: %v (host's neighbour entry: %s)", a.port.IP, err, nettest.Neighbour(t, hostPid, a.port.IP))
+	}
+
+	// The other network on the same subnet: not a packet either way.
+	before := nettest.RxPackets(t, b.pid)
+	if err := nettest.TCPWorks(hostPid, b.port.IP+":80"); err == nil {
+		t.Error("host→b:80 connected; b's network is not the host's")
+	}
+	if err := nettest.Ping(b.pid, "10.99.0.1"); err == nil {
+		t.Error("ping b→gateway passed; b's network is not the host's")
+	}
+	if after := nettest.RxPackets(t, b.pid); after != before {
+		t.Errorf("b received %d packets from the host, want 0", after-before)
+	}
+
+	// Without a's, c's and d's ports, nothing of network 100 (VNI 0x64)
+	// stays, the host's flows included; the subnet is network 200's now.
+	for _, s := range []*set{a, c, d} {
+		hostEnd, _ := netplumb.IfNames(s.port.ID)
+		if err := p.Unplumb(ctx, observed.Port{SetID: s.id, PortID: s.port.ID, Iface: hostEnd}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, fl := range f.flowsOf(t) {
+		if strings.Contains(fl, "reg6=0x64") || strings.Contains(fl, "load:0x64->") {
+			t.Errorf("flow of network 100 left after its last port went: %s", fl)
+		}
+	}
+	if err := nettest.TCPWorks(hostPid, b.port.IP+":80"); err != nil {
+		t.Errorf("host→b:80 once b's network is the only one on the subnet: %v", err)
+	}
+	hostEnd, _ := netplumb.IfNames(b.port.ID)
+	if err := p.Unplumb(ctx, observed.Port{SetID: b.id, PortID: b.port.ID, Iface: hostEnd}); err != nil {
+		t.Fatal(err)
+	}
+	for _, fl := range f.flowsOf(t) {
+		if strings.Contains(fl, "LOCAL") {
+			t.Errorf("flow of the host's port left after every set went: %s", fl)
+		}
+	}
+}

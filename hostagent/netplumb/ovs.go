@@ -22,6 +22,10 @@ const (
 	ExtHost = "berth-host"
 	// ExtVNI is the VNI of the port's network (host flows flood by it).
 	ExtVNI = "berth-vni"
+	// ExtGateway is the gateway of the port's subnet with its prefix
+	// length, e.g. "10.99.0.1/24" ("" for none): the host joins the
+	// network when it holds that address on the bridge.
+	ExtGateway = "berth-gateway"
 	// ExtPolicy is the digest of the port's applied policy (flows,
 	// shaping, MTU); ExtRules the digest of its security configuration
 	// (a change forgets the port's conntrack zone).

@@ -22,6 +22,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"berth/hostagent/flows"
 	"berth/hostagent/observed"
@@ -516,10 +517,9 @@ func (p *Plumber) Plumb(ctx context.Context, setID string, index int, port schem
 	if err != nil {
 		return fmt.Errorf("find %s in switch netns: %w", hostEnd, err)
 	}
-	// The host end only carries the set's frames: without IPv6 the
-	// switch's kernel sends nothing of its own (router solicitations,
-	// MLD reports) straight into the set.
-	if err := p.disableIPv6(h, hostEnd); err != nil {
+	// The host end only carries the set's frames to and from the switch:
+	// the switch netns's own stack must neither talk on it nor listen.
+	if err := p.muteHostEnd(h, hostEnd); err != nil {
 		return err
 	}
 	if err := h.sw.LinkSetUp(hostLink); err != nil {
@@ -532,11 +532,18 @@ func (p *Plumber) Plumb(ctx context.Context, setID string, index int, port schem
 	// Until its flows are in, the port's traffic meets table 0's drop.
 	if err := p.ovs.addPort(ctx, p.cfg.Bridge, hostEnd, map[string]string{
 		ExtSet: setID, ExtPort: port.ID, ExtHost: p.cfg.Host,
-		ExtVNI: strconv.FormatUint(uint64(flows.VNIOf(port.NetworkID, port.VNI)), 10),
+		ExtVNI:     strconv.FormatUint(uint64(flows.VNIOf(port.NetworkID, port.VNI)), 10),
+		ExtGateway: gatewayOf(port),
 	}); err != nil {
 		return fmt.Errorf("add %s to bridge %s: %w", hostEnd, p.cfg.Bridge, err)
 	}
-	return p.applyPolicy(ctx, index, port, pid, h)
+	if err := p.applyPolicy(ctx, index, port, pid, h); err != nil {
+		return err
+	}
+	if err := p.announce(pid, ifName, addr); err != nil {
+		p.log.Warn("gratuitous ARP", "port_id", port.ID, "err", err)
+	}
+	return nil
 }
 
 // configureInside renames the peer to ifName in the netns of pid and gives
@@ -684,26 +691,48 @@ func (p *Plumber) Counters(ctx context.Context, port observed.Port) (schema.NICS
 	return st, nil
 }
 
-// disableIPv6 turns IPv6 off on an interface of the switch netns (a
-// sysctl, which is per network namespace: written from a thread inside
-// it). Kernels without IPv6 have nothing to turn off.
-func (p *Plumber) disableIPv6(h *handles, dev string) error {
-	path := "/proc/sys/net/ipv6/conf/" + dev + "/disable_ipv6"
+// muteHostEnd keeps the switch netns's own IP stack off a host-side veth
+// end, which the userspace datapath reads with a packet socket while the
+// kernel sees the same frames. Without IPv6 the kernel sends nothing of
+// its own (router solicitations, MLD reports) straight into the set; with
+// arp_ignore=8 it does not answer a set's ARP for the host's addresses
+// (the gateway) on this link, which would let any set, of any network,
+// reach the host past the flow tables; drop_unicast_in_l2_multicast and a
+// strict rp_filter drop IPv4 sent to it by broadcast or from addresses not
+// routed here. These are sysctls of the switch netns, written from a
+// thread inside it; they go with the device. Kernels without IPv6 have
+// nothing to turn off there.
+func (p *Plumber) muteHostEnd(h *handles, dev string) error {
+	settings := []struct {
+		path, value string
+		optional    bool // absent when the kernel lacks the feature
+	}{
+		{"/proc/sys/net/ipv6/conf/" + dev + "/disable_ipv6", "1", true},
+		{"/proc/sys/net/ipv4/conf/" + dev + "/arp_ignore", "8", false},
+		{"/proc/sys/net/ipv4/conf/" + dev + "/drop_unicast_in_l2_multicast", "1", true},
+		{"/proc/sys/net/ipv4/conf/" + dev + "/rp_filter", "1", false},
+	}
 	write := func() error {
-		err := os.WriteFile(path, []byte("1"), 0o644)
-		if errors.Is(err, os.ErrNotExist) {
-			if _, serr := os.Stat("/proc/sys/net/ipv6"); serr != nil {
-				return nil
+		for _, x := range settings {
+			err := os.WriteFile(x.path, []byte(x.value), 0o644)
+			if errors.Is(err, os.ErrNotExist) && x.optional {
+				continue
 			}
-		}
-		if err != nil {
-			return fmt.Errorf("disable ipv6 on %s: %w", dev, err)
+			if err != nil {
+				return fmt.Errorf("mute %s: %w", dev, err)
+			}
 		}
 		return nil
 	}
 	if !h.separate() {
 		return write()
 	}
+	return inNetns(h.swNS, write)
+}
+
+// inNetns runs fn on an OS thread inside ns (for what is per network
+// namespace: sysctls, packet sockets).
+func inNetns(ns netns.NsHandle, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -714,16 +743,50 @@ func (p *Plumber) disableIPv6(h *handles, dev string) error {
 			return
 		}
 		defer orig.Close()
-		if err := netns.Set(h.swNS); err != nil {
+		if err := netns.Set(ns); err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter switch netns: %w", err)
+			errc <- fmt.Errorf("enter netns: %w", err)
 			return
 		}
-		err = write()
+		err = fn()
 		if netns.Set(orig) == nil {
 			runtime.UnlockOSThread()
 		} // else the thread dies with this goroutine, never reused
 		errc <- err
 	}()
 	return <-errc
+}
+
+// announce sends a gratuitous ARP from the set's interface once its flows
+// are in: neighbours that knew its address at another MAC (an address
+// freed and handed out again; the host's neighbour table above all)
+// update their entry instead of sending to the old MAC until it fails.
+func (p *Plumber) announce(pid int, ifName string, a portAddr) error {
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		return fmt.Errorf("open netns of pid %d: %w", pid, err)
+	}
+	defer ns.Close()
+	return inNetns(ns, func() error {
+		ifi, err := net.InterfaceByName(ifName)
+		if err != nil {
+			return err
+		}
+		const proto = unix.ETH_P_ARP<<8&0xff00 | unix.ETH_P_ARP>>8 // network order
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+		if err != nil {
+			return fmt.Errorf("packet socket: %w", err)
+		}
+		defer unix.Close(fd)
+		ip := a.ipnet.IP.To4()
+		f := make([]byte, 0, 42)
+		f = append(f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+		f = append(f, a.mac...)
+		f = append(f, 0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1) // ARP request, Ethernet/IPv4
+		f = append(f, a.mac...)
+		f = append(f, ip...)
+		f = append(f, 0, 0, 0, 0, 0, 0)
+		f = append(f, ip...)
+		return unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Protocol: proto})
+	})
 }

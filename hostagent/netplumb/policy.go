@@ -65,7 +65,7 @@ func (p *Plumber) policyOf(port schema.SetPort, ofport int) (portPolicy, error) 
 			h.Write([]byte("-|"))
 		}
 	}
-	fmt.Fprintf(h, "mtu=%d", pol.mtu)
+	fmt.Fprintf(h, "mtu=%d|gw=%s", pol.mtu, gatewayOf(port))
 	pol.digest = fmt.Sprintf("%016x", h.Sum64())
 	return pol, nil
 }
@@ -205,9 +205,10 @@ func (p *Plumber) applyPolicy(ctx context.Context, index int, port schema.SetPor
 		return err
 	}
 	if err := p.ovs.setExt(ctx, hostEnd, map[string]string{
-		ExtVNI:    strconv.FormatUint(uint64(flows.VNIOf(port.NetworkID, port.VNI)), 10),
-		ExtRules:  pol.rules,
-		ExtPolicy: pol.digest,
+		ExtVNI:     strconv.FormatUint(uint64(flows.VNIOf(port.NetworkID, port.VNI)), 10),
+		ExtGateway: gatewayOf(port),
+		ExtRules:   pol.rules,
+		ExtPolicy:  pol.digest,
 	}); err != nil {
 		return err
 	}
@@ -349,8 +350,14 @@ func (p *Plumber) syncHostLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	h, err := p.open()
+	if err != nil {
+		return err
+	}
+	defer h.close()
 	live := map[int]bool{}
 	byVNI := map[uint32][]int{}
+	gateways := map[uint32][]string{}
 	for _, r := range rows {
 		if r.OFPort <= 0 || r.OFPort > flows.MaxOFPort {
 			continue
@@ -358,9 +365,16 @@ func (p *Plumber) syncHostLocked(ctx context.Context) error {
 		live[r.OFPort] = true
 		if v, err := strconv.ParseUint(r.Ext[ExtVNI], 10, 32); err == nil && v > 0 && v <= flows.MaxVNI {
 			byVNI[uint32(v)] = append(byVNI[uint32(v)], r.OFPort)
+			if g := r.Ext[ExtGateway]; g != "" {
+				gateways[uint32(v)] = append(gateways[uint32(v)], g)
+			}
 		}
 	}
-	hf := flows.Host{Tunnels: tunnels, LearnCookie: flows.Cookie(p.tag, flows.KindLearn, 0, 0)}
+	locals, err := p.hostLocals(h, gateways)
+	if err != nil {
+		return err
+	}
+	hf := flows.Host{Tunnels: tunnels, Locals: locals, LearnCookie: flows.Cookie(p.tag, flows.KindLearn, 0, 0)}
 	for v, ports := range byVNI {
 		hf.Networks = append(hf.Networks, flows.Network{VNI: v, Ports: ports})
 	}
@@ -398,11 +412,6 @@ func (p *Plumber) syncHostLocked(ctx context.Context) error {
 			return err
 		}
 	}
-	h, err := p.open()
-	if err != nil {
-		return err
-	}
-	defer h.close()
 	in := p.inbound(h)
 	minors, err := in.Minors()
 	if err != nil {
@@ -417,6 +426,53 @@ func (p *Plumber) syncHostLocked(ctx context.Context) error {
 		}
 	}
 	return in.RemoveIfIdle()
+}
+
+// gatewayOf is what ExtGateway records for port: its subnet's gateway
+// with the prefix length, or "".
+func gatewayOf(port schema.SetPort) string {
+	gw := net.ParseIP(port.Gateway).To4()
+	if gw == nil || port.PrefixLen <= 0 || port.PrefixLen > 32 {
+		return ""
+	}
+	return gw.String() + "/" + strconv.Itoa(port.PrefixLen)
+}
+
+// hostLocals returns the networks (of gateways, "address/prefix" by VNI)
+// whose gateway address the bridge's own interface holds: the host is on
+// them (on one subnet of each: the first it holds a gateway of). A host
+// without that interface in the switch netns is on none.
+func (p *Plumber) hostLocals(h *handles, gateways map[uint32][]string) ([]flows.Local, error) {
+	if len(gateways) == 0 {
+		return nil, nil
+	}
+	link, err := h.sw.LinkByName(p.cfg.Bridge)
+	if isNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find bridge interface %s: %w", p.cfg.Bridge, err)
+	}
+	addrs, err := h.sw.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("addresses of %s: %w", p.cfg.Bridge, err)
+	}
+	held := map[string]bool{}
+	for _, a := range addrs {
+		held[a.IP.String()] = true
+	}
+	mac := link.Attrs().HardwareAddr.String()
+	var out []flows.Local
+	for vni, gs := range gateways {
+		slices.Sort(gs)
+		for _, g := range gs {
+			if ip, sn, err := net.ParseCIDR(g); err == nil && held[ip.String()] {
+				out = append(out, flows.Local{VNI: vni, Subnet: sn.String(), MAC: mac})
+				break
+			}
+		}
+	}
+	return out, nil
 }
 
 // TunnelName is the name of this host's VXLAN port to peer.

@@ -103,7 +103,7 @@ func StartOVS(t testing.TB) *OVS {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ovs-vsctl", "--db="+o.DB, "--timeout=20",
-		"add-br", o.Bridge, "--", "set", "Bridge", o.Bridge, "datapath_type=netdev")
+		"add-br", o.Bridge, "--", "set", "Bridge", o.Bridge, "datapath_type=netdev", "fail_mode=secure")
 	cmd.Env = env
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("create bridge %s: %v: %s", o.Bridge, err, out)

@@ -205,7 +205,10 @@ func (s *Stack) addBridge(ctx context.Context) error {
 		}
 	}
 	_, err = s.vsctl(ctx, "--may-exist", "add-br", s.cfg.Bridge,
-		"--", "set", "bridge", s.cfg.Bridge, "datapath_type=netdev",
+		// fail_mode=secure: no NORMAL flow, so nothing passes that the
+		// agent's pipeline does not admit (before the agent has put its
+		// flows in, or after ovs-vswitchd restarts).
+		"--", "set", "bridge", s.cfg.Bridge, "datapath_type=netdev", "fail_mode=secure",
 		fmt.Sprintf("external_ids:%s=%q", ovsIDRunDir, s.cfg.RunDir),
 		fmt.Sprintf("external_ids:%s=%d", ovsIDOwnerPID, os.Getpid()))
 	if err != nil {
