@@ -57,9 +57,12 @@ FUZZ_TARGETS := internal/httpx:FuzzDecodeJSON \
 SOAK_FUZZTIME ?= 2m
 SOAK_ROUNDS   ?= 5
 SOAK_REQUESTS ?= 100000
+# R2 at full size: dockerd restarts under this many sets (make test: 10 × 2).
+SOAK_SETS     ?= 100
+SOAK_DOCKERD_RESTARTS ?= 6
 
 .PHONY: soak
-soak: deps build ## Fuzz every decoder for SOAK_FUZZTIME, then the fault suite with 100k requests and SOAK_ROUNDS churn rounds
+soak: deps build ## Fuzz every decoder for SOAK_FUZZTIME, then the fault suite with 100k requests and SOAK_ROUNDS churn rounds, then SOAK_DOCKERD_RESTARTS dockerd restarts under SOAK_SETS sets
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "== fuzz $$pkg $$fn for $(SOAK_FUZZTIME)"; \
 		BERTH_REQUIRE_REAL=1 $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(SOAK_FUZZTIME) -fuzzminimizetime 30s ./$$pkg; \
@@ -67,6 +70,8 @@ soak: deps build ## Fuzz every decoder for SOAK_FUZZTIME, then the fault suite w
 	BERTH_REQUIRE_REAL=1 BERTH_FAULTS_FUZZ_REQUESTS=$(SOAK_REQUESTS) BERTH_FAULTS_FUZZ_SECONDS=1200 \
 		BERTH_FAULTS_ROUNDS=$(SOAK_ROUNDS) BERTH_FAULTS_CHURN_SERVERS=20 \
 		$(GO) test -count=1 -v -timeout 2h ./tests/faults/
+	BERTH_REQUIRE_REAL=1 BERTH_SOAK_SETS=$(SOAK_SETS) BERTH_SOAK_RESTARTS=$(SOAK_DOCKERD_RESTARTS) \
+		$(GO) test -count=1 -v -timeout 1h -run '^TestDockerRestartAtScale$$' ./hostagent/reconcile/
 
 .PHONY: bench
 bench: deps build ## Benchmarks against the raw tools on a throw-away stack (≤ 20 min); updates docs/performance.md

@@ -48,6 +48,10 @@ func StartDockerd(t *testing.T) *Dockerd {
 		if t.Failed() {
 			if b, err := os.ReadFile(d.log.Name()); err == nil {
 				t.Logf("dockerd.log:\n%s", tail(b, 4000))
+				// The whole log, for a failure at scale.
+				if keep := os.Getenv("BERTH_DOCKERD_LOG"); keep != "" {
+					_ = os.WriteFile(keep, b, 0o644)
+				}
 			}
 		}
 		d.log.Close()

@@ -48,6 +48,8 @@ type HostOptions struct {
 	StopGrace time.Duration
 	// Config tunes the reconciler (RetryBackoff defaults to an hour).
 	Config reconcile.Config
+	// Quiet logs at info level, not debug (tests at scale).
+	Quiet bool
 }
 
 // NewHost starts a reconciler for a fresh host name; everything of that
@@ -87,7 +89,11 @@ func NewHost(t *testing.T, opts HostOptions) *Host {
 // Start builds a fresh reconciler, as an agent (re)start does.
 func (h *Host) Start(t *testing.T) {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(TestWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("host", h.Name)
+	level := slog.LevelDebug
+	if h.opts.Quiet {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(TestWriter{t}, &slog.HandlerOptions{Level: level})).With("host", h.Name)
 	h.Runtime = runtime.New(h.Cli, log, runtime.Config{Host: h.Name, PauseBinary: PauseBinary(t), StopGrace: h.opts.StopGrace})
 	h.Net = netplumb.New(log, netplumb.Config{Host: h.Name, Bridge: h.OVS.Bridge, OVSDB: h.OVS.DB, SwitchNetns: h.OVS.Netns})
 	img := images.New(h.Cli, log, images.Config{ImageURL: h.Images.URL, Token: h.Images.Token})
@@ -131,8 +137,15 @@ func (w TestWriter) Write(p []byte) (int, error) {
 // Converge syncs until cond holds for the report, and returns that report.
 func (h *Host) Converge(t testing.TB, desired []schema.DesiredSet, what string, cond func(map[string]schema.ObservedSet) bool) map[string]schema.ObservedSet {
 	t.Helper()
+	return h.ConvergeWithin(t, 60*time.Second, desired, what, cond)
+}
+
+// ConvergeWithin is Converge with another give-up time (a safety net for
+// hung tests at scale, not a speed requirement).
+func (h *Host) ConvergeWithin(t testing.TB, limit time.Duration, desired []schema.DesiredSet, what string, cond func(map[string]schema.ObservedSet) bool) map[string]schema.ObservedSet {
+	t.Helper()
 	ctx := context.Background()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(limit)
 	for {
 		if err := h.Rec.Sync(ctx, desired); err != nil {
 			t.Logf("sync: %v", err)
