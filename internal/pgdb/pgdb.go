@@ -6,6 +6,7 @@ package pgdb
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -20,13 +21,18 @@ import (
 
 // Open connects to dsn, waits up to wait for the server to answer, and
 // applies the migrations found in dir of fsys, tracking them in table.
-func Open(ctx context.Context, dsn string, fsys fs.FS, dir, table string, wait time.Duration) (*sqlx.DB, error) {
+// wrap, if given, wraps the connector (region's statement cache, pgstmt).
+func Open(ctx context.Context, dsn string, fsys fs.FS, dir, table string, wait time.Duration, wrap ...func(driver.Connector) driver.Connector) (*sqlx.DB, error) {
 	connector, err := pq.NewConnector(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
 	connector.Dialer(clampDialer{})
-	db := sqlx.NewDb(sql.OpenDB(connector), "postgres")
+	var c driver.Connector = connector
+	for _, w := range wrap {
+		c = w(c)
+	}
+	db := sqlx.NewDb(sql.OpenDB(c), "postgres")
 	db.SetMaxOpenConns(20)
 	db.SetMaxIdleConns(10)
 	db.SetConnMaxIdleTime(5 * time.Minute)

@@ -13,6 +13,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"berth/internal/pgdb"
+	"berth/internal/pgstmt"
 	"berth/migrations"
 )
 
@@ -26,7 +27,9 @@ type Store struct {
 
 // Open connects to dsn and applies region's migrations.
 func Open(ctx context.Context, dsn string) (*Store, error) {
-	db, err := pgdb.Open(ctx, dsn, migrations.Region, "region", "region_goose_version", 30*time.Second)
+	// Prepared statements cached per connection: the create transaction's
+	// dozen statements cost ~5× less PostgreSQL time than re-parsed ones.
+	db, err := pgdb.Open(ctx, dsn, migrations.Region, "region", "region_goose_version", 30*time.Second, pgstmt.Wrap)
 	if err != nil {
 		return nil, err
 	}
