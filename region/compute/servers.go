@@ -63,11 +63,19 @@ func refID(ref string) string {
 // networks (visible to the caller), fixed IPs or existing ports.
 func (a *API) networksOf(r *http.Request, raw json.RawMessage) ([]store.NetworkRequest, error) {
 	def := []store.NetworkRequest{{NetworkID: a.cfg.DefaultNetworkID}}
+	mv := versionOf(r.Context())
 	if len(raw) == 0 || string(raw) == "null" {
+		if mv.AtLeast(Microversion{2, 37}) {
+			return nil, apierr.Invalidf("Invalid input for field/attribute server. 'networks' is a required property.")
+		}
 		return def, nil
 	}
 	var word string
 	if json.Unmarshal(raw, &word) == nil {
+		// "auto" and "none" came with 2.37; before, networks is a list.
+		if mv.Less(Microversion{2, 37}) {
+			return nil, apierr.Invalidf("Invalid input for field/attribute networks. Value: %s. '%s' is not of type 'array'.", word, word)
+		}
 		switch word {
 		case "auto":
 			return def, nil
@@ -83,6 +91,13 @@ func (a *API) networksOf(r *http.Request, raw json.RawMessage) ([]store.NetworkR
 	sc := caller(r).Scope
 	var out []store.NetworkRequest
 	for _, n := range nets {
+		// Device tags: 2.32-2.36, then again from 2.42 (Nova's history).
+		if n.Tag != "" && (mv.Less(Microversion{2, 32}) || mv.AtLeast(Microversion{2, 37}) && mv.Less(Microversion{2, 42})) {
+			return nil, apierr.Invalidf("Invalid input for field/attribute networks. Additional properties are not allowed ('tag' was unexpected)")
+		}
+		if n.UUID != "" && mv.AtLeast(Microversion{2, 37}) && uuid.Validate(n.UUID) != nil {
+			return nil, apierr.Invalidf("Invalid input for field/attribute uuid. Value: %s. '%s' is not a 'uuid'", n.UUID, n.UUID)
+		}
 		switch {
 		case n.Port != "":
 			p, err := a.cfg.Store.FindPort(r.Context(), store.Scope{ProjectID: identity(r.Context()).ProjectID}, n.Port)
@@ -132,6 +147,9 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 	}
 	if sc.Description != nil && utf8.RuneCountInString(*sc.Description) > 255 {
 		return apierr.Invalidf("Invalid input for field/attribute description. It must be at most 255 characters long.")
+	}
+	if err := validTags(sc.Tags); err != nil {
+		return err
 	}
 	switch {
 	case len(sc.BlockDevices) > 0:
@@ -251,7 +269,7 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 			Metadata: sc.Metadata, AvailabilityZone: az, AccessIPv4: sc.AccessIPv4, AccessIPv6: sc.AccessIPv6,
 			Networks: networks, RequestID: httpx.RequestID(r.Context()),
 			KeyName: sc.KeyName, AuthorizedKeys: authorizedKeys, UserData: sc.UserData, Files: files,
-			GroupID: groupID, ReservationID: reservation,
+			GroupID: groupID, ReservationID: reservation, Tags: sc.Tags,
 		}, forceHost)
 		if err != nil {
 			return err
@@ -354,6 +372,9 @@ func (a *API) listServers(detail bool) handlerFunc {
 		if id.IsAdmin() || versionOf(r.Context()).AtLeast(Microversion{2, 5}) {
 			f.IPRegex = q.Get("ip")
 		}
+		if versionOf(r.Context()).AtLeast(v226) {
+			tagFilters(q, &f)
+		}
 		// all_tenants and the admin-only filters are honoured for admins
 		// and silently ignored for everyone else, as Nova does.
 		if id.IsAdmin() {
@@ -366,7 +387,10 @@ func (a *API) listServers(detail bool) handlerFunc {
 		if s := q.Get("status"); s != "" {
 			sf, ok := novastate.FilterFor(strings.ToUpper(s))
 			if !ok {
-				// Nova returns an empty list for an unknown status.
+				if versionOf(r.Context()).AtLeast(Microversion{2, 38}) {
+					return apierr.Invalidf("Invalid status value")
+				}
+				// Before 2.38 Nova returns an empty list for an unknown status.
 				return a.writeServers(w, r, detail, nil, limit, q)
 			}
 			f.Status = &sf

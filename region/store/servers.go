@@ -64,6 +64,10 @@ type Server struct {
 	ExtraSpecs         json.RawMessage `db:"extra_specs"`
 	SetSpec            []byte          `db:"set_spec"`
 	ReservationID      string          `db:"reservation_id"`
+	// The flavor as it was when the server got it (microversion 2.47).
+	FlavorName        string `db:"flavor_name"`
+	FlavorEphemeralGB int    `db:"flavor_ephemeral_gb"`
+	FlavorSwapMB      int    `db:"flavor_swap_mb"`
 
 	Ports []Port `db:"-"`
 }
@@ -82,7 +86,8 @@ const serverCols = `id, project_id, user_id, name, description, host, availabili
 	docker_image_id, flavor_id, vcpus, ram_mb, disk_gb, vm_state, task_state, power_state, progress,
 	desired_state, generation, observed_generation, containers, fault, metadata, key_name, user_data,
 	access_ipv4, access_ipv6, locked, launched_at, terminated_at, created_at, updated_at, deleted_at,
-	reboot_seq, reboot_hard, old_flavor, authorized_keys, personality, locked_by, tags, extra_specs, set_spec, reservation_id`
+	reboot_seq, reboot_hard, old_flavor, authorized_keys, personality, locked_by, tags, extra_specs, set_spec, reservation_id,
+	flavor_name, flavor_ephemeral_gb, flavor_swap_mb`
 
 // Scope is whose servers a caller may see: one project, or every project
 // for an admin.
@@ -120,6 +125,8 @@ type NewServer struct {
 	Containers []schema.SetContainer
 	// ReservationID is shared by the servers of one create request.
 	ReservationID string
+	// Tags are the server's tags (microversion 2.52).
+	Tags []string
 }
 
 // CreateServer records a new server and places it in one transaction: the
@@ -146,12 +153,12 @@ func (s *Store) CreateServer(ctx context.Context, ns NewServer, candidates []str
 		_, err := tx.ExecContext(ctx, `INSERT INTO servers (id, project_id, user_id, name, description,
 				availability_zone, image_id, docker_image_id, flavor_id, vcpus, ram_mb, disk_gb, vm_state,
 				task_state, metadata, key_name, user_data, access_ipv4, access_ipv6, authorized_keys, personality,
-				extra_specs, set_spec, reservation_id)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24)`,
+				extra_specs, set_spec, reservation_id, tags)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25)`,
 			ns.ID, ns.ProjectID, ns.UserID, ns.Name, ns.Description, ns.AvailabilityZone, ns.ImageID,
 			ns.DockerImageID, f.ID, f.VCPUs, f.RAMMB, f.DiskGB, novastate.Building, novastate.TaskScheduling,
 			meta, nullable(ns.KeyName), nullable(ns.UserData), ns.AccessIPv4, ns.AccessIPv6,
-			nullable(ns.AuthorizedKeys), personality, specsOf(f), setSpec, ns.ReservationID)
+			nullable(ns.AuthorizedKeys), personality, specsOf(f), setSpec, ns.ReservationID, pq.StringArray(nonNil(ns.Tags)))
 		if err != nil {
 			if pgdb.IsUniqueViolation(err) {
 				return apierr.Conflictf("Server %s already exists.", ns.ID)
@@ -292,6 +299,9 @@ type ServerFilter struct {
 	ChangesSince *time.Time
 	Marker       string
 	Limit        int
+	// Tag filters (2.26): all of Tags, any of TagsAny, not all of NotTags,
+	// none of NotTagsAny.
+	Tags, TagsAny, NotTags, NotTagsAny []string
 }
 
 // ListServers lists live servers, newest first (Nova's created_at desc).
@@ -332,6 +342,18 @@ func (s *Store) ListServers(ctx context.Context, f ServerFilter) ([]Server, erro
 	}
 	if f.FlavorID != "" {
 		where = append(where, "flavor_id = "+arg(f.FlavorID))
+	}
+	if len(f.Tags) > 0 {
+		where = append(where, "tags @> "+arg(pq.StringArray(f.Tags)))
+	}
+	if len(f.TagsAny) > 0 {
+		where = append(where, "tags && "+arg(pq.StringArray(f.TagsAny)))
+	}
+	if len(f.NotTags) > 0 {
+		where = append(where, "NOT tags @> "+arg(pq.StringArray(f.NotTags)))
+	}
+	if len(f.NotTagsAny) > 0 {
+		where = append(where, "NOT tags && "+arg(pq.StringArray(f.NotTagsAny)))
 	}
 	var out []Server
 	err := s.readTx(ctx, func(tx *sqlx.Tx) error {
