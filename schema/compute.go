@@ -25,28 +25,28 @@ type Ref struct {
 
 // Flavor is a Nova flavor (GET /flavors/{id}).
 type Flavor struct {
-	ID          string  `json:"id"`
-	Name        string  `json:"name"`
-	RAM         int     `json:"ram"`
-	VCPUs       int     `json:"vcpus"`
-	Disk        int     `json:"disk"`
-	Ephemeral   int     `json:"OS-FLV-EXT-DATA:ephemeral"`
-	Swap        any     `json:"swap"` // Nova sends "" for 0, else an int
-	RxTxFactor  float64 `json:"rxtx_factor"`
-	IsPublic    bool    `json:"os-flavor-access:is_public"`
-	Disabled    bool    `json:"OS-FLV-DISABLED:disabled"`
-	Links       []Link  `json:"links"`
-	Description *string `json:"description,omitempty"` // 2.55+
+	ID          string   `json:"id"`
+	Name        string   `json:"name"`
+	RAM         int      `json:"ram"`
+	VCPUs       int      `json:"vcpus"`
+	Disk        int      `json:"disk"`
+	Ephemeral   int      `json:"OS-FLV-EXT-DATA:ephemeral"`
+	Swap        any      `json:"swap"` // Nova sends "" for 0, else an int
+	RxTxFactor  float64  `json:"rxtx_factor"`
+	IsPublic    bool     `json:"os-flavor-access:is_public"`
+	Disabled    bool     `json:"OS-FLV-DISABLED:disabled"`
+	Links       []Link   `json:"links"`
+	Description **string `json:"description,omitempty"` // 2.55+, null when unset
 	// ExtraSpecs appear in the flavor body from 2.61.
 	ExtraSpecs map[string]string `json:"extra_specs,omitempty"`
 }
 
 // FlavorBrief is a flavor in GET /flavors (no detail).
 type FlavorBrief struct {
-	ID          string  `json:"id"`
-	Name        string  `json:"name"`
-	Links       []Link  `json:"links"`
-	Description *string `json:"description,omitempty"`
+	ID          string   `json:"id"`
+	Name        string   `json:"name"`
+	Links       []Link   `json:"links"`
+	Description **string `json:"description,omitempty"` // 2.55+
 }
 
 // Address is one entry of a server's "addresses" map.
@@ -80,8 +80,8 @@ type Server struct {
 	UserID         string               `json:"user_id"`
 	Metadata       map[string]string    `json:"metadata"`
 	HostID         string               `json:"hostId"`
-	Image          any                  `json:"image"` // Ref, or "" when booted from volume
-	Flavor         Ref                  `json:"flavor"`
+	Image          any                  `json:"image"`  // Ref, or "" when booted from volume
+	Flavor         any                  `json:"flavor"` // Ref; EmbeddedFlavor from 2.47
 	Created        string               `json:"created"`
 	Updated        string               `json:"updated"`
 	Addresses      map[string][]Address `json:"addresses"`
@@ -118,6 +118,26 @@ type Server struct {
 
 	// Locked is shown from microversion 2.9.
 	Locked *bool `json:"locked,omitempty"`
+
+	// HostStatus (2.16, admin): UP, DOWN, MAINTENANCE, UNKNOWN or "".
+	HostStatus *string `json:"host_status,omitempty"`
+	// Description is shown from 2.19 (null when unset); the pointer to
+	// pointer tells "absent" (older versions) from "null".
+	Description **string `json:"description,omitempty"`
+	// Tags are shown from 2.26.
+	Tags *[]string `json:"tags,omitempty"`
+}
+
+// EmbeddedFlavor is a server's flavor from microversion 2.47: the flavor
+// as the server got it, not a link.
+type EmbeddedFlavor struct {
+	VCPUs        int               `json:"vcpus"`
+	RAM          int               `json:"ram"`
+	Disk         int               `json:"disk"`
+	Ephemeral    int               `json:"ephemeral"`
+	Swap         int               `json:"swap"`
+	OriginalName string            `json:"original_name"`
+	ExtraSpecs   map[string]string `json:"extra_specs"`
 }
 
 // ServerBrief is a server in GET /servers (no detail).

@@ -107,6 +107,7 @@ func (m *Main) Run(ctx context.Context) error {
 
 	validator := keystone.NewValidator(m.KeystoneURL, m.TokenCacheTTL, nil)
 	agents := dispatch.NewAPI(m.store, m.notifier, token, m.Log.With("component", "dispatch"))
+	agents.PeerGrace = m.HostGrace // a host down for region is no tunnel peer
 	computeAPI := compute.New(compute.Config{
 		Store: m.store, Validator: validator, Images: imageclient.New(m.ImageURL, nil), Agents: agentclient.New(token),
 		Log: m.Log.With("component", "compute"), DefaultNetworkID: net0.ID, HostGrace: m.HostGrace,

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jmoiron/sqlx"
 
@@ -58,16 +59,45 @@ func (a *API) actions() map[string]actionFunc {
 	for _, name := range []string{"createBackup", "os-migrateLive",
 		"restore", "shelve", "unshelve", "shelveOffload",
 		"rescue", "unrescue", "os-getVNCConsole", "os-getSPICEConsole", "os-getRDPConsole",
-		"trigger_crash_dump", "injectNetworkInfo", "resetNetwork", "addFixedIp", "removeFixedIp",
-		"addFloatingIp", "removeFloatingIp"} {
+		"injectNetworkInfo", "resetNetwork"} {
 		m[name] = notYet
 	}
+	// The nova-network proxies are gone from 2.44 (404, as Nova answers
+	// for a method the version lacks).
+	for _, name := range []string{"addFixedIp", "removeFixedIp", "addFloatingIp", "removeFloatingIp"} {
+		m[name] = func(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+			if versionOf(r.Context()).AtLeast(Microversion{2, 44}) {
+				return apierr.NotFoundf("The resource could not be found.")
+			}
+			return notYet(w, r, c, id, arg)
+		}
+	}
+	m["trigger_crash_dump"] = a.triggerCrashDump
 	return m
 }
 
 func isNullArg(arg json.RawMessage) bool {
 	s := string(arg)
 	return s == "null" || s == "{}" || s == ""
+}
+
+// triggerCrashDump (2.17) asks for an NMI; a container set has no kernel
+// of its own to dump, which Nova reports as 400 for drivers without it.
+func (a *API) triggerCrashDump(w http.ResponseWriter, r *http.Request, c store.Caller, id string, arg json.RawMessage) error {
+	if versionOf(r.Context()).Less(Microversion{2, 17}) {
+		return apierr.Invalidf("There is no such action: trigger_crash_dump")
+	}
+	if !isNullArg(arg) {
+		return apierr.Invalidf("Invalid input for field/attribute trigger_crash_dump. Value: %s. None is required.", string(arg))
+	}
+	srv, err := a.cfg.Store.FindServer(r.Context(), c.Scope, id)
+	if err != nil {
+		return err
+	}
+	if srv.VMState != novastate.Active && srv.VMState != novastate.Paused && srv.VMState != novastate.Resized {
+		return apierr.Conflictf("Cannot 'trigger_crash_dump' instance %s while it is in vm_state %s", id, srv.VMState)
+	}
+	return apierr.Invalidf("Triggering crash dump is not supported")
 }
 
 func (a *API) serverAction(w http.ResponseWriter, r *http.Request) error {
@@ -172,9 +202,23 @@ func (a *API) rebuild(w http.ResponseWriter, r *http.Request, c store.Caller, id
 		AccessIPv4        string               `json:"accessIPv4"`
 		AccessIPv6        string               `json:"accessIPv6"`
 		Personality       []schema.Personality `json:"personality"`
+		Description       *string              `json:"description"`
+		KeyName           *string              `json:"key_name"`
 	}
 	if err := decodeArg("rebuild", arg, &body); err != nil {
 		return err
+	}
+	mv := versionOf(r.Context())
+	for field, unexpected := range map[string]bool{
+		"description": body.Description != nil && mv.Less(Microversion{2, 19}),
+		"key_name":    body.KeyName != nil && mv.Less(Microversion{2, 54}),
+	} {
+		if unexpected {
+			return apierr.Invalidf("Invalid input for field/attribute rebuild. Additional properties are not allowed ('%s' was unexpected)", field)
+		}
+	}
+	if body.Description != nil && utf8.RuneCountInString(*body.Description) > 255 {
+		return apierr.Invalidf("Invalid input for field/attribute description. It must be at most 255 characters long.")
 	}
 	if body.ImageRef == "" {
 		return apierr.Invalidf("Invalid input for field/attribute rebuild. 'imageRef' is a required property.")
@@ -197,7 +241,35 @@ func (a *API) rebuild(w http.ResponseWriter, r *http.Request, c store.Caller, id
 	if img.MinRAM > srv.RAMMB || img.MinDisk > srv.DiskGB {
 		return apierr.Invalidf("Flavor's memory or disk is too small for requested image.")
 	}
-	srv, err = a.cfg.Store.Act(r.Context(), c, id, store.Rebuild(img.ID, img.DockerImageID, name))
+	t := store.Rebuild(img.ID, img.DockerImageID, name)
+	if body.Description != nil || body.KeyName != nil {
+		// key_name null removes the key; a name replaces it (2.54).
+		keyChange, keyName, keys := body.KeyName != nil, "", ""
+		if body.KeyName != nil && *body.KeyName != "" {
+			k, err := a.cfg.Store.FindKeypair(r.Context(), srv.UserID, *body.KeyName)
+			if apierr.Is(err, apierr.NotFound) {
+				return apierr.Invalidf("Invalid key_name provided.")
+			} else if err != nil {
+				return err
+			}
+			keyName, keys = k.Name, strings.TrimRight(k.PublicKey, "\r\n")+"\n"
+		}
+		rebuild := t.Mutate
+		t.Mutate = func(ctx context.Context, tx *sqlx.Tx, s *store.Server) error {
+			if rebuild != nil {
+				if err := rebuild(ctx, tx, s); err != nil {
+					return err
+				}
+			}
+			_, err := tx.ExecContext(ctx, `UPDATE servers SET
+				description = CASE WHEN $2 THEN $3 ELSE description END,
+				key_name = CASE WHEN $4 THEN NULLIF($5, '') ELSE key_name END,
+				authorized_keys = CASE WHEN $4 THEN NULLIF($6, '') ELSE authorized_keys END
+				WHERE id = $1`, s.ID, body.Description != nil, body.Description, keyChange, keyName, keys)
+			return err
+		}
+	}
+	srv, err = a.cfg.Store.Act(r.Context(), c, id, t)
 	if err != nil {
 		return err
 	}
@@ -301,7 +373,7 @@ func viewAction(act store.Action, withEvents bool) actionView {
 }
 
 func (a *API) listInstanceActions(w http.ResponseWriter, r *http.Request) error {
-	acts, err := a.cfg.Store.ListActions(r.Context(), caller(r).Scope, mux.Vars(r)["id"])
+	acts, err := a.cfg.Store.ListActions(r.Context(), caller(r).Scope, mux.Vars(r)["id"], versionOf(r.Context()).AtLeast(Microversion{2, 21}))
 	if err != nil {
 		return err
 	}
@@ -315,13 +387,23 @@ func (a *API) listInstanceActions(w http.ResponseWriter, r *http.Request) error 
 
 func (a *API) showInstanceAction(w http.ResponseWriter, r *http.Request) error {
 	vars := mux.Vars(r)
-	acts, err := a.cfg.Store.ListActions(r.Context(), caller(r).Scope, vars["id"])
+	mv := versionOf(r.Context())
+	acts, err := a.cfg.Store.ListActions(r.Context(), caller(r).Scope, vars["id"], mv.AtLeast(Microversion{2, 21}))
 	if err != nil {
 		return err
 	}
+	// Events are admin-only before 2.51; from 2.51 everyone sees them and
+	// only admins see tracebacks (Nova's default policy).
+	admin := identity(r.Context()).IsAdmin()
 	for _, act := range acts {
 		if act.RequestID == vars["req"] {
-			httpx.WriteJSON(w, http.StatusOK, map[string]any{"instanceAction": viewAction(act, true)})
+			v := viewAction(act, admin || mv.AtLeast(Microversion{2, 51}))
+			if !admin {
+				for i := range v.Events {
+					v.Events[i].Traceback = nil
+				}
+			}
+			httpx.WriteJSON(w, http.StatusOK, map[string]any{"instanceAction": v})
 			return nil
 		}
 	}
@@ -343,9 +425,15 @@ func (a *API) move(evacuate bool) actionFunc {
 				Host            string `json:"host"`
 				OnSharedStorage *bool  `json:"onSharedStorage"`
 				AdminPass       string `json:"adminPass"`
+				Force           *bool  `json:"force"`
 			}
 			if err := decodeArg(name, arg, &body); err != nil {
 				return err
+			}
+			// force (2.29) skips the scheduler's checks of host; Berth's
+			// placement always checks room, so force only names the host.
+			if body.Force != nil && versionOf(r.Context()).Less(Microversion{2, 29}) {
+				return apierr.Invalidf("Invalid input for field/attribute evacuate. Additional properties are not allowed ('force' was unexpected)")
 			}
 			if body.AdminPass != "" {
 				return apierr.Invalidf("Berth cannot set a password on evacuate; use changePassword.")

@@ -298,11 +298,12 @@ func (a *API) createImage(w http.ResponseWriter, r *http.Request, c store.Caller
 			a.log.Error("finish snapshot task", "server_id", id, "err", err)
 		}
 	}()
-	w.Header().Set("Location", a.cfg.Images.BaseURL()+"/v2/images/"+img.ID)
+	// From 2.45 the image id is in the body and Location is gone.
 	if versionOf(r.Context()).AtLeast(Microversion{2, 45}) {
 		httpx.WriteJSON(w, http.StatusAccepted, map[string]string{"image_id": img.ID})
 		return nil
 	}
+	w.Header().Set("Location", a.cfg.Images.BaseURL()+"/v2/images/"+img.ID)
 	w.WriteHeader(http.StatusAccepted)
 	return nil
 }
@@ -392,6 +393,10 @@ func (a *API) diagnostics(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if versionOf(r.Context()).AtLeast(Microversion{2, 48}) {
+		httpx.WriteJSON(w, http.StatusOK, standardDiagnostics(d))
+		return nil
+	}
 	out := map[string]any{
 		"state": d.State, "uptime": d.Uptime, "cpu0_time": d.CPUTimeNS,
 		"memory": d.MemoryBytes / 1024, "memory-limit": d.MemoryLimit / 1024, "pids": d.Pids,
@@ -403,4 +408,26 @@ func (a *API) diagnostics(w http.ResponseWriter, r *http.Request) error {
 	}
 	httpx.WriteJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// standardDiagnostics is the 2.48 diagnostics body. The set's cgroup
+// counts CPU time for the whole set, so it is one cpu_details entry;
+// memory is in MiB; there are no disks to count; fields Berth cannot
+// measure (utilisation, errors, rates) are null, as Nova's drivers do.
+func standardDiagnostics(d *schema.Diagnostics) map[string]any {
+	nics := []map[string]any{}
+	for _, n := range d.NICs {
+		nics = append(nics, map[string]any{
+			"mac_address": n.MAC, "rx_octets": n.RxOctets, "rx_packets": n.RxPackets, "rx_drop": n.RxDrop,
+			"rx_errors": nil, "rx_rate": nil, "tx_octets": n.TxOctets, "tx_packets": n.TxPackets,
+			"tx_drop": n.TxDrop, "tx_errors": nil, "tx_rate": nil,
+		})
+	}
+	return map[string]any{
+		"state": d.State, "driver": "berth", "hypervisor": "docker", "hypervisor_os": "linux",
+		"uptime": d.Uptime, "config_drive": false, "num_cpus": 1, "num_disks": 0, "num_nics": len(nics),
+		"cpu_details":    []map[string]any{{"id": 0, "time": d.CPUTimeNS, "utilisation": nil}},
+		"memory_details": map[string]any{"maximum": d.MemoryLimit >> 20, "used": d.MemoryBytes >> 20},
+		"disk_details":   []any{}, "nic_details": nics,
+	}
 }

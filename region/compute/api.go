@@ -43,6 +43,7 @@ type API struct {
 	cfg         Config
 	log         *slog.Logger
 	actionTable map[string]actionFunc
+	hosts       hostStatuses
 }
 
 // New returns the compute API handler. extra, when non-nil, is called to
@@ -81,6 +82,7 @@ func New(cfg Config, extra func(r *mux.Router)) http.Handler {
 	v.Handle("/flavors/{id}", a.wrap(a.showFlavor)).Methods(http.MethodGet)
 	v.Handle("/flavors", a.wrap(a.adminOnly(a.createFlavor))).Methods(http.MethodPost)
 	v.Handle("/flavors/{id}", a.wrap(a.adminOnly(a.deleteFlavor))).Methods(http.MethodDelete)
+	v.Handle("/flavors/{id}", a.wrap(a.adminOnly(a.updateFlavor))).Methods(http.MethodPut)
 	v.Handle("/flavors/{id}/action", a.wrap(a.adminOnly(a.flavorAction))).Methods(http.MethodPost)
 	v.Handle("/flavors/{id}/os-flavor-access", a.wrap(a.adminOnly(a.flavorAccessList))).Methods(http.MethodGet)
 	v.Handle("/flavors/{id}/os-extra_specs", a.wrap(a.getExtraSpecs)).Methods(http.MethodGet)
@@ -109,18 +111,24 @@ func New(cfg Config, extra func(r *mux.Router)) http.Handler {
 	v.Handle("/servers/{id}/berth-logs", a.wrap(a.logs)).Methods(http.MethodGet)
 	v.Handle("/servers/{id}/os-instance-actions", a.wrap(a.listInstanceActions)).Methods(http.MethodGet)
 	v.Handle("/servers/{id}/os-instance-actions/{req}", a.wrap(a.showInstanceAction)).Methods(http.MethodGet)
+	v.Handle("/servers/{id}/tags", a.wrap(since(v226, a.listTags))).Methods(http.MethodGet)
+	v.Handle("/servers/{id}/tags", a.wrap(since(v226, a.write(a.replaceTags)))).Methods(http.MethodPut)
+	v.Handle("/servers/{id}/tags", a.wrap(since(v226, a.write(a.deleteTags)))).Methods(http.MethodDelete)
+	v.Handle("/servers/{id}/tags/{tag}", a.wrap(since(v226, a.checkTag))).Methods(http.MethodGet)
+	v.Handle("/servers/{id}/tags/{tag}", a.wrap(since(v226, a.write(a.addTag)))).Methods(http.MethodPut)
+	v.Handle("/servers/{id}/tags/{tag}", a.wrap(since(v226, a.write(a.deleteTags)))).Methods(http.MethodDelete)
 
 	v.Handle("/os-keypairs", a.wrap(a.listKeypairs)).Methods(http.MethodGet)
 	v.Handle("/os-keypairs", a.wrap(a.write(a.createKeypair))).Methods(http.MethodPost)
 	v.Handle("/os-keypairs/{name}", a.wrap(a.showKeypair)).Methods(http.MethodGet)
 	v.Handle("/os-keypairs/{name}", a.wrap(a.write(a.deleteKeypair))).Methods(http.MethodDelete)
 
-	v.Handle("/os-security-groups", a.wrap(a.listNovaGroups)).Methods(http.MethodGet)
-	v.Handle("/os-security-groups", a.wrap(a.write(a.createNovaGroup))).Methods(http.MethodPost)
-	v.Handle("/os-security-groups/{id}", a.wrap(a.showNovaGroup)).Methods(http.MethodGet)
-	v.Handle("/os-security-groups/{id}", a.wrap(a.write(a.deleteNovaGroup))).Methods(http.MethodDelete)
-	v.Handle("/os-security-group-rules", a.wrap(a.write(a.createNovaRule))).Methods(http.MethodPost)
-	v.Handle("/os-security-group-rules/{id}", a.wrap(a.write(a.deleteNovaRule))).Methods(http.MethodDelete)
+	v.Handle("/os-security-groups", a.wrap(until(v236, a.listNovaGroups))).Methods(http.MethodGet)
+	v.Handle("/os-security-groups", a.wrap(until(v236, a.write(a.createNovaGroup)))).Methods(http.MethodPost)
+	v.Handle("/os-security-groups/{id}", a.wrap(until(v236, a.showNovaGroup))).Methods(http.MethodGet)
+	v.Handle("/os-security-groups/{id}", a.wrap(until(v236, a.write(a.deleteNovaGroup)))).Methods(http.MethodDelete)
+	v.Handle("/os-security-group-rules", a.wrap(until(v236, a.write(a.createNovaRule)))).Methods(http.MethodPost)
+	v.Handle("/os-security-group-rules/{id}", a.wrap(until(v236, a.write(a.deleteNovaRule)))).Methods(http.MethodDelete)
 	v.Handle("/servers/{id}/os-security-groups", a.wrap(a.serverGroups)).Methods(http.MethodGet)
 	v.Handle("/servers/{id}/diagnostics", a.wrap(a.adminOnly(a.diagnostics))).Methods(http.MethodGet)
 

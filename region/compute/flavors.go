@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/gorilla/mux"
@@ -60,8 +61,46 @@ func (a *API) flavorView(r *http.Request, f *store.Flavor) schema.Flavor {
 	return schema.Flavor{
 		ID: f.ID, Name: f.Name, RAM: f.RAMMB, VCPUs: f.VCPUs, Disk: f.DiskGB,
 		Ephemeral: f.EphemeralGB, Swap: swap, RxTxFactor: f.RxTxFactor, IsPublic: f.IsPublic,
-		Disabled: f.Disabled, Links: a.flavorLinks(r, f.ID),
+		Disabled: f.Disabled, Links: a.flavorLinks(r, f.ID), Description: flavorDescription(r, f),
 	}
+}
+
+// flavorDescription is shown (null when unset) from 2.55.
+func flavorDescription(r *http.Request, f *store.Flavor) **string {
+	if versionOf(r.Context()).Less(Microversion{2, 55}) {
+		return nil
+	}
+	d := f.Description
+	return &d
+}
+
+// updateFlavor is PUT /flavors/{id} (2.55, admin): only the description
+// may change.
+func (a *API) updateFlavor(w http.ResponseWriter, r *http.Request) error {
+	if versionOf(r.Context()).Less(Microversion{2, 55}) {
+		return &apierr.Error{Kind: apierr.Invalid, Status: http.StatusMethodNotAllowed,
+			Message: "The method PUT is not allowed for this resource."}
+	}
+	var body struct {
+		Flavor *struct {
+			Description *string `json:"description"`
+		} `json:"flavor"`
+	}
+	if err := httpx.DecodeJSON(w, r, httpx.MaxBodyBytes, true, &body); err != nil {
+		return err
+	}
+	if body.Flavor == nil {
+		return apierr.Invalidf("Invalid input for field/attribute flavor. 'flavor' is a required property.")
+	}
+	if d := body.Flavor.Description; d != nil && utf8.RuneCountInString(*d) > 65535 {
+		return apierr.Invalidf("Invalid input for field/attribute description. It is too long.")
+	}
+	f, err := a.cfg.Store.SetFlavorDescription(r.Context(), mux.Vars(r)["id"], body.Flavor.Description)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"flavor": a.flavorView(r, f)})
+	return nil
 }
 
 func (a *API) listFlavors(detail bool) handlerFunc {
@@ -107,7 +146,8 @@ func (a *API) listFlavors(detail bool) handlerFunc {
 		} else {
 			out := make([]schema.FlavorBrief, len(flavors))
 			for i, fl := range flavors {
-				out[i] = schema.FlavorBrief{ID: fl.ID, Name: fl.Name, Links: a.flavorLinks(r, fl.ID)}
+				out[i] = schema.FlavorBrief{ID: fl.ID, Name: fl.Name, Links: a.flavorLinks(r, fl.ID),
+					Description: flavorDescription(r, &flavors[i])}
 			}
 			body["flavors"] = out
 		}

@@ -1,10 +1,14 @@
 package compute
 
 import (
+	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/gorilla/mux"
 
 	"berth/internal/apierr"
@@ -33,9 +37,24 @@ func state(up bool) string {
 	return "down"
 }
 
-func (a *API) hypervisorView(h *store.HostSummary, detail bool) map[string]any {
+// hostUUID is a host's id from microversion 2.53 (hypervisor and
+// service uuids): derived from the host name, so it is stable for the
+// host's life without another column.
+func hostUUID(name string) string {
+	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("berth:host:"+name)).String()
+}
+
+// hostRef is a host's id as the request's microversion shows it.
+func hostRef(r *http.Request, h *store.Host) any {
+	if versionOf(r.Context()).AtLeast(v253) {
+		return hostUUID(h.Name)
+	}
+	return h.ID
+}
+
+func (a *API) hypervisorView(r *http.Request, h *store.HostSummary, detail bool) map[string]any {
 	v := map[string]any{
-		"id": h.ID, "hypervisor_hostname": h.Name, "state": state(a.hostUp(&h.Host)),
+		"id": hostRef(r, &h.Host), "hypervisor_hostname": h.Name, "state": state(a.hostUp(&h.Host)),
 		"status": map[bool]string{true: "disabled", false: "enabled"}[h.Disabled],
 	}
 	if detail {
@@ -46,7 +65,10 @@ func (a *API) hypervisorView(h *store.HostSummary, detail bool) map[string]any {
 		v["running_vms"], v["current_workload"] = h.Servers, 0
 		v["hypervisor_type"], v["hypervisor_version"] = "docker", 1
 		v["host_ip"], v["cpu_info"] = "127.0.0.1", "{}"
-		v["service"] = map[string]any{"host": h.Name, "id": h.ID, "disabled_reason": nil}
+		if versionOf(r.Context()).AtLeast(Microversion{2, 28}) {
+			v["cpu_info"] = map[string]any{} // an object from 2.28
+		}
+		v["service"] = map[string]any{"host": h.Name, "id": hostRef(r, &h.Host), "disabled_reason": h.DisabledWhy}
 	}
 	return v
 }
@@ -57,11 +79,41 @@ func (a *API) listHypervisors(detail bool) handlerFunc {
 		if err != nil {
 			return err
 		}
+		q := r.URL.Query()
+		mv := versionOf(r.Context())
+		if p := q.Get("hypervisor_hostname_pattern"); p != "" && mv.AtLeast(v253) {
+			hs = slices.DeleteFunc(hs, func(h store.HostSummary) bool { return !strings.Contains(h.Name, p) })
+			if len(hs) == 0 {
+				return apierr.NotFoundf("No hypervisor matching '%s' could be found.", p)
+			}
+		}
+		body := map[string]any{}
+		// 2.33: limit and marker (a hypervisor id), in id order.
+		if mv.AtLeast(Microversion{2, 33}) {
+			limit, marker, err := pageParams(q)
+			if err != nil {
+				return err
+			}
+			if marker != "" {
+				i := slices.IndexFunc(hs, func(h store.HostSummary) bool { return fmt.Sprint(hostRef(r, &h.Host)) == marker })
+				if i < 0 {
+					return apierr.Invalidf("marker [%s] not found", marker)
+				}
+				hs = hs[i+1:]
+			}
+			if len(hs) > limit {
+				hs = hs[:limit]
+			}
+			if len(hs) > 0 && len(hs) == limit && q.Get("limit") != "" {
+				body["hypervisors_links"] = nextLink(a.baseURL(r), r.URL.Path, q, fmt.Sprint(hostRef(r, &hs[len(hs)-1].Host)))
+			}
+		}
 		out := make([]map[string]any, len(hs))
 		for i := range hs {
-			out[i] = a.hypervisorView(&hs[i], detail)
+			out[i] = a.hypervisorView(r, &hs[i], detail)
 		}
-		httpx.WriteJSON(w, http.StatusOK, map[string]any{"hypervisors": out})
+		body["hypervisors"] = out
+		httpx.WriteJSON(w, http.StatusOK, body)
 		return nil
 	})
 }
@@ -73,9 +125,13 @@ func (a *API) showHypervisor(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		id := mux.Vars(r)["id"]
+		v253 := versionOf(r.Context()).AtLeast(v253)
+		if v253 && uuid.Validate(id) != nil {
+			return apierr.Invalidf("Invalid uuid %s", id)
+		}
 		for i := range hs {
-			if strconv.FormatInt(hs[i].ID, 10) == id || hs[i].Name == id {
-				httpx.WriteJSON(w, http.StatusOK, map[string]any{"hypervisor": a.hypervisorView(&hs[i], true)})
+			if !v253 && (strconv.FormatInt(hs[i].ID, 10) == id || hs[i].Name == id) || v253 && hostUUID(hs[i].Name) == id {
+				httpx.WriteJSON(w, http.StatusOK, map[string]any{"hypervisor": a.hypervisorView(r, &hs[i], true)})
 				return nil
 			}
 		}
@@ -193,7 +249,7 @@ func (a *API) availabilityZones(detail bool) handlerFunc {
 
 func (a *API) serviceView(r *http.Request, h *store.Host) map[string]any {
 	v := map[string]any{
-		"id": h.ID, "binary": "nova-compute", "host": h.Name, "zone": "nova",
+		"id": hostRef(r, h), "binary": "nova-compute", "host": h.Name, "zone": "nova",
 		"status": map[bool]string{true: "disabled", false: "enabled"}[h.Disabled],
 		"state":  state(a.hostUp(h)), "updated_at": h.LastHeartbeat.UTC().Format(usageFormat),
 		"disabled_reason": h.DisabledWhy,
@@ -207,6 +263,9 @@ func (a *API) serviceView(r *http.Request, h *store.Host) map[string]any {
 // updateService is PUT /os-services/{enable,disable,disable-log-reason,
 // force-down} (the 2.1–2.52 forms).
 func (a *API) updateService(w http.ResponseWriter, r *http.Request) error {
+	if versionOf(r.Context()).AtLeast(v253) {
+		return a.adminOnly(a.updateServiceByID)(w, r)
+	}
 	return a.adminOnly(func(w http.ResponseWriter, r *http.Request) error {
 		var body struct {
 			Host       string  `json:"host"`
@@ -249,4 +308,47 @@ func (a *API) updateService(w http.ResponseWriter, r *http.Request) error {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"service": v})
 		return nil
 	})(w, r)
+}
+
+// updateServiceByID is 2.53's PUT /os-services/{service_uuid} {"status",
+// "disabled_reason", "forced_down"}; it answers the whole service.
+func (a *API) updateServiceByID(w http.ResponseWriter, r *http.Request) error {
+	id := mux.Vars(r)["action"]
+	if uuid.Validate(id) != nil {
+		return apierr.Invalidf("Invalid uuid %s", id)
+	}
+	var body struct {
+		Status     *string `json:"status"`
+		Reason     *string `json:"disabled_reason"`
+		ForcedDown *bool   `json:"forced_down"`
+	}
+	if err := httpx.DecodeJSON(w, r, httpx.MaxBodyBytes, true, &body); err != nil {
+		return err
+	}
+	var disabled *bool
+	switch {
+	case body.Status == nil && body.ForcedDown == nil:
+		return apierr.Invalidf("At least one of 'status' or 'forced_down' must be specified in the request body.")
+	case body.Status != nil && *body.Status != "enabled" && *body.Status != "disabled":
+		return apierr.Invalidf("Invalid input for field/attribute status. Value: %s. It must be enabled or disabled.", *body.Status)
+	case body.Reason != nil && (body.Status == nil || *body.Status != "disabled"):
+		return apierr.Invalidf("Specifying 'disabled_reason' with status 'enabled' is invalid.")
+	case body.Status != nil:
+		d := *body.Status == "disabled"
+		disabled = &d
+	}
+	hs, err := a.cfg.Store.ListHosts(r.Context())
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(hs, func(h store.Host) bool { return hostUUID(h.Name) == id })
+	if i < 0 {
+		return apierr.NotFoundf("Service %s could not be found.", id)
+	}
+	h, err := a.cfg.Store.SetHostService(r.Context(), hs[i].Name, disabled, body.Reason, body.ForcedDown)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"service": a.serviceView(r, h)})
+	return nil
 }

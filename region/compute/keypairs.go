@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/gorilla/mux"
@@ -72,11 +73,35 @@ func (a *API) listKeypairs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	body := map[string]any{}
+	// 2.35: limit and marker (a key name), in name order; a user has at
+	// most key_pairs of them, so the page is cut here.
+	if versionOf(r.Context()).AtLeast(Microversion{2, 35}) {
+		q := r.URL.Query()
+		limit, marker, err := pageParams(q)
+		if err != nil {
+			return err
+		}
+		if marker != "" {
+			i := slices.IndexFunc(ks, func(k store.Keypair) bool { return k.Name == marker })
+			if i < 0 {
+				return apierr.Invalidf("marker [%s] not found", marker)
+			}
+			ks = ks[i+1:]
+		}
+		if len(ks) > limit {
+			ks = ks[:limit]
+		}
+		if limit > 0 && len(ks) == limit && q.Get("limit") != "" {
+			body["keypairs_links"] = nextLink(a.baseURL(r), r.URL.Path, q, ks[len(ks)-1].Name)
+		}
+	}
 	out := make([]map[string]keypairView, len(ks))
 	for i := range ks {
 		out[i] = map[string]keypairView{"keypair": brief(r, &ks[i])}
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"keypairs": out})
+	body["keypairs"] = out
+	httpx.WriteJSON(w, http.StatusOK, body)
 	return nil
 }
 

@@ -26,6 +26,11 @@ func (a *API) checkKeypairQuota(r *http.Request, userID, projectID string) error
 	return nil
 }
 
+// networkQuota are the quotas Nova dropped from its API at 2.36 (they
+// belong to the network API).
+var networkQuota = map[string]bool{"fixed_ips": true, "floating_ips": true, "security_groups": true,
+	"security_group_rules": true, "networks": true}
+
 // limits is GET /limits: Nova's absolute limits with the project's usage.
 func (a *API) limits(w http.ResponseWriter, r *http.Request) error {
 	id := identity(r.Context())
@@ -41,18 +46,26 @@ func (a *API) limits(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"limits": map[string]any{
-		"rate": []any{},
-		"absolute": map[string]int{
-			"maxTotalInstances": q["instances"], "maxTotalCores": q["cores"], "maxTotalRAMSize": q["ram"],
-			"maxTotalKeypairs": q["key_pairs"], "maxServerMeta": q["metadata_items"], "maxImageMeta": 128,
-			"maxPersonality": q["injected_files"], "maxPersonalitySize": q["injected_file_content_bytes"],
-			"maxServerGroups": q["server_groups"], "maxServerGroupMembers": q["server_group_members"],
-			"maxSecurityGroups": -1, "maxSecurityGroupRules": -1, "maxTotalFloatingIps": -1,
-			"totalInstancesUsed": u.Instances, "totalCoresUsed": u.Cores, "totalRAMUsed": u.RAM,
-			"totalServerGroupsUsed": u.ServerGroups, "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0,
-		},
-	}})
+	abs := map[string]int{
+		"maxTotalInstances": q["instances"], "maxTotalCores": q["cores"], "maxTotalRAMSize": q["ram"],
+		"maxTotalKeypairs": q["key_pairs"], "maxServerMeta": q["metadata_items"], "maxImageMeta": 128,
+		"maxPersonality": q["injected_files"], "maxPersonalitySize": q["injected_file_content_bytes"],
+		"maxServerGroups": q["server_groups"], "maxServerGroupMembers": q["server_group_members"],
+		"maxSecurityGroups": -1, "maxSecurityGroupRules": -1, "maxTotalFloatingIps": -1,
+		"totalInstancesUsed": u.Instances, "totalCoresUsed": u.Cores, "totalRAMUsed": u.RAM,
+		"totalServerGroupsUsed": u.ServerGroups, "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0,
+	}
+	mv := versionOf(r.Context())
+	if mv.AtLeast(v236) {
+		for _, k := range []string{"maxSecurityGroups", "maxSecurityGroupRules", "maxTotalFloatingIps",
+			"totalSecurityGroupsUsed", "totalFloatingIpsUsed"} {
+			delete(abs, k)
+		}
+	}
+	if mv.AtLeast(Microversion{2, 39}) {
+		delete(abs, "maxImageMeta")
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"limits": map[string]any{"rate": []any{}, "absolute": abs}})
 	return nil
 }
 
@@ -91,6 +104,9 @@ func (a *API) showQuotas(detail, defaults bool) handlerFunc {
 			used = map[string]int{"instances": u.Instances, "cores": u.Cores, "ram": u.RAM, "server_groups": u.ServerGroups}
 		}
 		for k, v := range q {
+			if networkQuota[k] && versionOf(r.Context()).AtLeast(v236) {
+				continue
+			}
 			if detail {
 				out[k] = map[string]int{"limit": v, "in_use": used[k], "reserved": 0}
 			} else {
@@ -116,6 +132,9 @@ func (a *API) updateQuotas(w http.ResponseWriter, r *http.Request) error {
 	for k, v := range body.QuotaSet {
 		if k == "force" {
 			continue
+		}
+		if networkQuota[k] && versionOf(r.Context()).AtLeast(v236) {
+			return apierr.Invalidf("Invalid input for field/attribute quota_set. Additional properties are not allowed ('%s' was unexpected)", k)
 		}
 		f, ok := v.(float64)
 		if !ok || f < -1 || f != float64(int(f)) {

@@ -29,7 +29,7 @@ func (v Microversion) AtLeast(o Microversion) bool { return !v.Less(o) }
 // every microversion up to it is really implemented (docs/api.md).
 var (
 	MinVersion = Microversion{2, 1}
-	MaxVersion = Microversion{2, 15}
+	MaxVersion = Microversion{2, 55}
 )
 
 const versionUpdated = "2013-07-23T11:33:21Z"
@@ -133,3 +133,10 @@ func (a *API) version(w http.ResponseWriter, r *http.Request) error {
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"version": a.versionDoc(r)})
 	return nil
 }
+
+// Microversions that change routes.
+var (
+	v226 = Microversion{2, 26}
+	v236 = Microversion{2, 36}
+	v253 = Microversion{2, 53}
+)

@@ -122,5 +122,6 @@ func (a *API) serverView(r *http.Request, s *store.Server) schema.Server {
 		locked := s.Locked
 		v.Locked = &locked
 	}
+	a.laterViewFields(r, s, &v)
 	return v
 }

@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -21,7 +23,7 @@ import (
 type Store interface {
 	RegisterHost(ctx context.Context, name string, r schema.HostRegister) error
 	Heartbeat(ctx context.Context, host string) error
-	DesiredForHost(ctx context.Context, host string) (*schema.DesiredState, error)
+	DesiredForHost(ctx context.Context, host string, peerGrace time.Duration) (*schema.DesiredState, error)
 	ApplyObserved(ctx context.Context, host string, obs schema.ObservedSet) error
 }
 
@@ -35,12 +37,21 @@ type API struct {
 	// case a notification was lost.
 	MaxWait  time.Duration
 	Fallback time.Duration
+	// PeerGrace is how long a host may stay silent and still be the
+	// others' tunnel peer (region's host grace).
+	PeerGrace time.Duration
+
+	// sent holds the peers last sent to each host from this replica: a
+	// poll answers at once when they changed since, even before it began.
+	mu   sync.Mutex
+	sent map[string][]schema.Peer
 }
 
 // NewAPI returns the agents' API, authorized by the shared agent token.
 func NewAPI(store Store, notifier *Notifier, token string, log *slog.Logger) *API {
 	return &API{store: store, notifier: notifier, token: token, log: log,
-		MaxWait: 30 * time.Second, Fallback: 2 * time.Second}
+		MaxWait: 30 * time.Second, Fallback: 2 * time.Second, PeerGrace: 60 * time.Second,
+		sent: map[string][]schema.Peer{}}
 }
 
 var hostNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -120,15 +131,25 @@ func (a *API) desired(w http.ResponseWriter, r *http.Request, host string) error
 	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
+	// Peers change without the host's index: a host departs by going
+	// silent (or deleted, or forced down). A change of them since they
+	// were last sent (from this replica), or else since the poll began,
+	// answers at once.
+	a.mu.Lock()
+	peers, known := a.sent[host]
+	a.mu.Unlock()
 	for {
 		changed, cancel := a.notifier.Subscribe(host)
-		state, err := a.store.DesiredForHost(r.Context(), host)
-		if err != nil || state.Index > since || since == 0 {
+		state, err := a.store.DesiredForHost(r.Context(), host, a.PeerGrace)
+		if err == nil && !known {
+			peers, known = state.Peers, true
+		}
+		if err != nil || state.Index > since || since == 0 || !slices.Equal(peers, state.Peers) {
 			cancel()
 			if err != nil {
 				return err
 			}
-			httpx.WriteJSON(w, http.StatusOK, state)
+			a.send(w, host, state)
 			return nil
 		}
 		select {
@@ -136,7 +157,7 @@ func (a *API) desired(w http.ResponseWriter, r *http.Request, host string) error
 		case <-time.After(a.Fallback):
 		case <-deadline.C:
 			cancel()
-			httpx.WriteJSON(w, http.StatusOK, state)
+			a.send(w, host, state)
 			return nil
 		case <-r.Context().Done():
 			cancel()
@@ -144,6 +165,14 @@ func (a *API) desired(w http.ResponseWriter, r *http.Request, host string) error
 		}
 		cancel()
 	}
+}
+
+// send answers a poll with state and remembers the peers sent.
+func (a *API) send(w http.ResponseWriter, host string, state *schema.DesiredState) {
+	a.mu.Lock()
+	a.sent[host] = slices.Clone(state.Peers)
+	a.mu.Unlock()
+	httpx.WriteJSON(w, http.StatusOK, state)
 }
 
 func (a *API) report(w http.ResponseWriter, r *http.Request, host string) error {

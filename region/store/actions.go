@@ -9,6 +9,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"berth/internal/apierr"
 	"berth/internal/pgdb"
 )
 
@@ -91,12 +92,23 @@ func openActionOf(ctx context.Context, tx *sqlx.Tx, serverID string) (int64, boo
 }
 
 // ListActions lists a server's actions, newest first, with their events.
-func (s *Store) ListActions(ctx context.Context, sc Scope, serverID string) ([]Action, error) {
+// The server must be live unless withDeleted (microversion 2.21: actions
+// outlive their server).
+func (s *Store) ListActions(ctx context.Context, sc Scope, serverID string, withDeleted bool) ([]Action, error) {
 	var out []Action
 	err := s.readTx(ctx, func(tx *sqlx.Tx) error {
-		// Actions outlive the server (Nova shows them for deleted servers
-		// to admins); here the server must still be visible.
-		if _, err := getServer(ctx, tx, sc, serverID, false); err != nil {
+		if withDeleted {
+			n := 0
+			if validUUID(serverID) {
+				if err := tx.GetContext(ctx, &n, `SELECT count(*) FROM servers WHERE id = $1 AND ($2 OR project_id = $3)`,
+					serverID, sc.AllProjects, sc.ProjectID); err != nil {
+					return err
+				}
+			}
+			if n == 0 {
+				return apierr.NotFoundf("Instance %s could not be found.", serverID)
+			}
+		} else if _, err := getServer(ctx, tx, sc, serverID, false); err != nil {
 			return err
 		}
 		if err := tx.SelectContext(ctx, &out, `SELECT id, server_id, action, request_id, project_id, user_id,

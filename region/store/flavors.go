@@ -171,6 +171,17 @@ func (s *Store) CreateFlavor(ctx context.Context, f Flavor) (*Flavor, error) {
 	return &out, err
 }
 
+// SetFlavorDescription changes a live flavor's description (2.55).
+func (s *Store) SetFlavorDescription(ctx context.Context, id string, desc *string) (*Flavor, error) {
+	var f Flavor
+	err := s.db.GetContext(ctx, &f, `UPDATE flavors SET description = $2 WHERE id = $1 AND deleted_at IS NULL
+		RETURNING `+flavorCols, id, desc)
+	if err != nil {
+		return nil, pgdb.NotFound(err, fmt.Sprintf("Flavor %s could not be found.", id))
+	}
+	return &f, nil
+}
+
 // DeleteFlavor soft-deletes a flavor (servers keep their copy of it).
 func (s *Store) DeleteFlavor(ctx context.Context, id string) error {
 	res, err := s.db.ExecContext(ctx, `UPDATE flavors SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL`, id)

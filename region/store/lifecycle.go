@@ -194,8 +194,13 @@ func finalizeDelete(ctx context.Context, tx *sqlx.Tx, srv *Server, actionID int6
 	return finishAction(ctx, tx, actionID, "")
 }
 
-// DesiredForHost returns a host's index and every set placed on it.
-func (s *Store) DesiredForHost(ctx context.Context, host string) (*schema.DesiredState, error) {
+// DesiredForHost returns a host's index, every set placed on it and its
+// tunnel peers: the other hosts with a tunnel endpoint that are up (not
+// forced down, heard from within peerGrace; any registered host when
+// peerGrace is 0). A host that departs (deleted, forced down or silent
+// past peerGrace) leaves the others' peers, and their agents remove its
+// tunnels.
+func (s *Store) DesiredForHost(ctx context.Context, host string, peerGrace time.Duration) (*schema.DesiredState, error) {
 	out := &schema.DesiredState{Sets: []schema.DesiredSet{}}
 	err := s.readTx(ctx, func(tx *sqlx.Tx) error {
 		if err := tx.GetContext(ctx, &out.Index, `SELECT desired_index FROM hosts WHERE name = $1`, host); err != nil {
@@ -211,7 +216,9 @@ func (s *Store) DesiredForHost(ctx context.Context, host string) (*schema.Desire
 			TunnelIP string `db:"tunnel_ip"`
 		}
 		if err := tx.SelectContext(ctx, &peers, `SELECT name, tunnel_ip FROM hosts
-			WHERE name <> $1 AND tunnel_ip <> '' ORDER BY name`, host); err != nil {
+			WHERE name <> $1 AND tunnel_ip <> '' AND ($2 <= 0
+				OR (NOT forced_down AND last_heartbeat >= now() - make_interval(secs => $2)))
+			ORDER BY name`, host, peerGrace.Seconds()); err != nil {
 			return err
 		}
 		for _, p := range peers {

@@ -1,0 +1,145 @@
+package compute_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"testing"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+
+	"berth/schema"
+)
+
+// raw makes one compute request at a microversion and decodes the body.
+func (e *env) raw(t *testing.T, method, path, version, token string, body any) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, e.url+"/v2.1"+path, rd)
+	req.Header.Set("X-Auth-Token", token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("OpenStack-API-Version", "compute "+version)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]any{}
+	b, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(b, &out)
+	return resp.StatusCode, out
+}
+
+// TestMicroversionBehaviour checks what each microversion from 2.16 on
+// changes, on both sides of the version that changes it.
+func TestMicroversionBehaviour(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.registerHost(t, "h1", 8192)
+	srv, err := servers.Create(ctx, e.client("demo-token"), servers.CreateOpts{Name: "mv", ImageRef: demoImage, FlavorRef: "1"}, nil).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.converge(t, "h1", schema.PowerRunning, nil)
+	sp := "/servers/" + srv.ID
+
+	// Fields of the server body.
+	_, old := e.raw(t, "GET", sp, "2.15", "admin-token", nil)
+	_, cur := e.raw(t, "GET", sp, "2.55", "admin-token", nil)
+	o, c := old["server"].(map[string]any), cur["server"].(map[string]any)
+	for _, k := range []string{"host_status", "description", "tags"} {
+		if _, ok := o[k]; ok {
+			t.Errorf("2.15 server has %q", k)
+		}
+		if _, ok := c[k]; !ok {
+			t.Errorf("2.55 server lacks %q: %v", k, c)
+		}
+	}
+	if c["host_status"] != "UP" || c["description"] != nil {
+		t.Errorf("2.55 host_status=%v description=%v, want UP and null", c["host_status"], c["description"])
+	}
+	if f, _ := c["flavor"].(map[string]any); f["original_name"] != "m1.tiny" || f["ram"] != 512.0 || f["id"] != nil {
+		t.Errorf("2.55 flavor = %v, want the embedded m1.tiny", c["flavor"])
+	}
+	if f, _ := o["flavor"].(map[string]any); f["id"] != "1" {
+		t.Errorf("2.15 flavor = %v, want a reference to 1", o["flavor"])
+	}
+	_, demoView := e.raw(t, "GET", sp, "2.55", "demo-token", nil)
+	if _, ok := demoView["server"].(map[string]any)["host_status"]; ok {
+		t.Error("a member sees host_status")
+	}
+
+	tagPath := sp + "/tags/blue"
+	cases := []struct {
+		name                 string
+		method, path, mv     string
+		body                 any
+		want                 int
+		wantKey, wantMissing string
+	}{
+		{"tags before 2.26", "PUT", tagPath, "2.25", nil, 404, "", ""},
+		{"add a tag", "PUT", tagPath, "2.26", nil, 201, "", ""},
+		{"add it again", "PUT", tagPath, "2.26", nil, 204, "", ""},
+		{"bad tag", "PUT", sp + "/tags/a,b", "2.26", nil, 400, "", ""},
+		{"check a tag", "GET", tagPath, "2.26", nil, 204, "", ""},
+		{"check a missing tag", "GET", sp + "/tags/red", "2.26", nil, 404, "", ""},
+		{"unknown status, 2.37", "GET", "/servers?status=NOPE", "2.37", nil, 200, "servers", ""},
+		{"unknown status, 2.38", "GET", "/servers?status=NOPE", "2.38", nil, 400, "badRequest", ""},
+		{"proxy before 2.36", "GET", "/os-security-groups", "2.35", nil, 200, "security_groups", ""},
+		{"proxy from 2.36", "GET", "/os-security-groups", "2.36", nil, 404, "itemNotFound", ""},
+		{"networks required from 2.37", "POST", "/servers", "2.37",
+			map[string]any{"server": map[string]any{"name": "n", "imageRef": demoImage, "flavorRef": "1"}}, 400, "badRequest", ""},
+		{"no 'none' before 2.37", "POST", "/servers", "2.36",
+			map[string]any{"server": map[string]any{"name": "n", "imageRef": demoImage, "flavorRef": "1", "networks": "none"}}, 400, "badRequest", ""},
+		{"tags on create before 2.52", "POST", "/servers", "2.51",
+			map[string]any{"server": map[string]any{"name": "n", "imageRef": demoImage, "flavorRef": "1", "networks": "none", "tags": []string{"x"}}}, 400, "badRequest", ""},
+		{"crash dump before 2.17", "POST", sp + "/action", "2.16", map[string]any{"trigger_crash_dump": nil}, 400, "badRequest", ""},
+		{"crash dump from 2.17", "POST", sp + "/action", "2.17", map[string]any{"trigger_crash_dump": nil}, 400, "badRequest", ""},
+		{"floating IP action from 2.44", "POST", sp + "/action", "2.44", map[string]any{"addFloatingIp": map[string]any{"address": "10.0.0.1"}}, 404, "itemNotFound", ""},
+		{"flavor update before 2.55", "PUT", "/flavors/1", "2.54", map[string]any{"flavor": map[string]any{"description": "d"}}, 405, "", ""},
+		{"flavor update from 2.55", "PUT", "/flavors/1", "2.55", map[string]any{"flavor": map[string]any{"description": "d"}}, 200, "flavor", ""},
+		{"more than the max", "GET", "/servers", "2.56", nil, 406, "notAcceptable", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			token := "demo-token"
+			if tc.path == "/flavors/1" {
+				token = "admin-token"
+			}
+			code, body := e.raw(t, tc.method, tc.path, tc.mv, token, tc.body)
+			if code != tc.want {
+				t.Fatalf("%s %s at %s: %d %v, want %d", tc.method, tc.path, tc.mv, code, body, tc.want)
+			}
+			if _, ok := body[tc.wantKey]; tc.wantKey != "" && !ok {
+				t.Errorf("body %v lacks %q", body, tc.wantKey)
+			}
+		})
+	}
+
+	// Tag filters and the tags in the body.
+	_, list := e.raw(t, "GET", "/servers?tags=blue", "2.26", "demo-token", nil)
+	_, none := e.raw(t, "GET", "/servers?not-tags-any=blue,green", "2.26", "demo-token", nil)
+	if n, m := len(list["servers"].([]any)), len(none["servers"].([]any)); n != 1 || m != 0 {
+		t.Errorf("tags=blue lists %d, not-tags-any=blue,green lists %d; want 1 and 0", n, m)
+	}
+	_, tags := e.raw(t, "PUT", sp+"/tags", "2.26", "demo-token", map[string]any{"tags": []string{"a", "b", "a"}})
+	if got, _ := json.Marshal(tags["tags"]); string(got) != `["a","b"]` {
+		t.Errorf("replaced tags = %s, want [a b]", got)
+	}
+	// Limits and flavor descriptions.
+	_, lim := e.raw(t, "GET", "/limits", "2.39", "demo-token", nil)
+	abs := lim["limits"].(map[string]any)["absolute"].(map[string]any)
+	if _, ok := abs["maxImageMeta"]; ok {
+		t.Errorf("2.39 limits still have maxImageMeta: %v", abs)
+	}
+	_, fl := e.raw(t, "GET", "/flavors/1", "2.55", "demo-token", nil)
+	if d := fl["flavor"].(map[string]any)["description"]; d != "d" {
+		t.Errorf("flavor description = %v, want d", d)
+	}
+}
