@@ -92,6 +92,9 @@ func TestAgentAPI(t *testing.T) {
 	a, b := testenv.NewSet(t, e.Cli, 31), testenv.NewSet(t, e.Cli, 32)
 	a.Containers = []schema.SetContainer{{Name: "app", Role: schema.RoleApp, Image: a.Image,
 		Command: []string{"/bin/sh", "-c", "echo first line; echo second line >&2; trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"}}}
+	// A disk cap: the storage driver enforces it where it can (overlay2
+	// on xfs with pquota...); elsewhere (overlay2 on ext4) it is measured.
+	a.Limits.DiskGB = 1
 	stopped := testenv.NewSet(t, e.Cli, 33)
 	stopped.State = schema.SetStopped
 	all := []schema.DesiredSet{a, b, stopped}
@@ -292,6 +295,10 @@ func TestAgentAPI(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("ping: %s", out)
 		}
+		// 4 MiB in the writable layer: the disk report counts them.
+		if out, code := testenv.Exec(t, e.Cli, appA, "dd", "if=/dev/zero", "of=/tmp/fill", "bs=1048576", "count=4"); code != 0 {
+			t.Fatalf("dd: %s", out)
+		}
 		code, body := e.do(t, "GET", a.ID, "diagnostics", nil, nil, "")
 		var d schema.Diagnostics
 		if code != 200 || json.Unmarshal(body, &d) != nil {
@@ -300,6 +307,18 @@ func TestAgentAPI(t *testing.T) {
 		t.Logf("diagnostics: %s", body)
 		if d.State != schema.PowerRunning || d.CPUTimeNS == 0 || d.MemoryBytes == 0 || d.MemoryLimit != 64<<20 || d.Pids == 0 || len(d.Containers) != 2 || d.DiskBytes == 0 {
 			t.Errorf("diagnostics = %+v", d)
+		}
+		j, err := e.Cli.ContainerInspect(context.Background(), appA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if size := j.HostConfig.StorageOpt["size"]; size != "" && size != "1G" {
+			t.Errorf("writable layer cap = %q, want the flavor's 1G", size)
+		} else {
+			t.Logf("writable layer: cap %q (empty: the storage driver cannot cap, measured only), disk_bytes %d", size, d.DiskBytes)
+		}
+		if d.DiskBytes < 4<<20 {
+			t.Errorf("disk_bytes = %d, want at least the 4 MiB written", d.DiskBytes)
 		}
 		if len(d.NICs) != 1 || d.NICs[0].MAC != a.Ports[0].MAC || d.NICs[0].RxPackets < 3 || d.NICs[0].TxPackets < 3 || d.NICs[0].RxOctets == 0 {
 			t.Errorf("nics = %+v, want the ping's packets both ways", d.NICs)

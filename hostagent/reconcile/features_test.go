@@ -567,3 +567,68 @@ func TestDockerRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestMemorySoftHard: the flavor's RAM is a hard limit with an elastic
+// soft limit (reservation) at half of it. A set may burst above the soft
+// limit while the host has room; past the hard limit the kernel's OOM
+// killer ends the process that grew (not the set), with no swap to
+// spill into.
+func TestMemorySoftHard(t *testing.T) {
+	t.Parallel()
+	e := newRealEnv(t)
+	s := newSet(t, e.cli, 22)
+	s.Limits = schema.SetLimits{VCPUs: 1, MemoryMB: 64}
+	rep := e.converge(t, []schema.DesiredSet{s}, "running", running(s.ID))
+	app := appID(t, rep[s.ID])
+	ctx := context.Background()
+	bin, err := os.ReadFile(testenv.EscapeProbeBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Runtime.WriteFile(ctx, app, "/tmp/probe", 0o755, bin); err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]int{
+		"memory.limit_in_bytes":       64 << 20,
+		"memory.soft_limit_in_bytes":  32 << 20,
+		"memory.memsw.limit_in_bytes": 64 << 20, // no swap beyond the limit
+	} {
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory/docker", app, file)); err != nil && file == "memory.memsw.limit_in_bytes" {
+			t.Logf("%s: no swap accounting on this kernel", file)
+			continue
+		}
+		if got := mustAtoi(t, cgroupFile(t, "memory", app, file)); got != want {
+			t.Errorf("%s = %d, want %d", file, got, want)
+		}
+	}
+
+	// Burst: 40 MiB above a baseline, past the 32 MiB soft limit.
+	base := mustAtoi(t, cgroupFile(t, "memory", app, "memory.usage_in_bytes"))
+	testenv.Exec(t, e.cli, app, "/bin/sh", "-c", "/tmp/probe alloc 40 120 >/tmp/alloc.out 2>&1 &")
+	testenv.Eventually(t, 30*time.Second, "40 MiB allocated", func() bool {
+		out, _ := testenv.Exec(t, e.cli, app, "cat", "/tmp/alloc.out")
+		return strings.Contains(out, "alloc=40")
+	})
+	used := mustAtoi(t, cgroupFile(t, "memory", app, "memory.usage_in_bytes"))
+	t.Logf("memory usage: %d MiB before, %d MiB holding 40 MiB (soft limit 32 MiB, hard 64 MiB)", base>>20, used>>20)
+	if used <= 32<<20 || used-base < 38<<20 {
+		t.Errorf("usage %d (baseline %d): want the 40 MiB burst resident above the 32 MiB soft limit", used, base)
+	}
+	if out, code := testenv.Exec(t, e.cli, app, "pidof", "probe"); code != 0 {
+		t.Errorf("the bursting process is gone: %q", out)
+	}
+	testenv.Exec(t, e.cli, app, "killall", "probe")
+
+	// Past the hard limit: OOM-killed (SIGKILL, 137), the set runs on.
+	out, code := testenv.Exec(t, e.cli, app, "/tmp/probe", "alloc", "100", "0")
+	if code != 137 || strings.Contains(out, "alloc=100") {
+		t.Errorf("allocating 100 MiB under a 64 MiB limit: exit %d, %q; want the OOM killer's 137", code, out)
+	}
+	if oom := cgroupFile(t, "memory", app, "memory.oom_control"); !strings.Contains(oom, "oom_kill ") || strings.Contains(oom, "oom_kill 0") {
+		t.Errorf("memory.oom_control = %q, want an OOM kill counted", oom)
+	}
+	rep = e.converge(t, []schema.DesiredSet{s}, "still running", running(s.ID))
+	if c := testenv.ContainerOf(t, rep[s.ID], "app"); c.ID != app || c.State != "running" || c.RestartCount != 0 {
+		t.Errorf("app after the OOM kill of a process = %+v, want the same container running, not restarted", c)
+	}
+}

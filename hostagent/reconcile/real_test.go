@@ -10,6 +10,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
+	"berth/hostagent/runtime"
 	"berth/hostagent/testenv"
 	"berth/schema"
 )
@@ -178,6 +179,10 @@ func TestRestartReadopts(t *testing.T) {
 	s := newSet(t, e.cli, 4)
 	rep := e.converge(t, []schema.DesiredSet{s}, "running", running(s.ID))
 	before := rep[s.ID].Containers
+	pids := map[string]int{}
+	for _, c := range before {
+		pids[c.ID] = pidOf(t, e, c.ID)
+	}
 
 	e.restart(t) // a fresh agent process: nothing in memory
 	start := time.Now()
@@ -188,8 +193,11 @@ func TestRestartReadopts(t *testing.T) {
 		t.Fatalf("containers after restart = %+v, before %+v", after, before)
 	}
 	for i := range before {
-		if before[i].ID != after[i].ID || !before[i].StartedAt.Equal(after[i].StartedAt) {
+		if before[i].ID != after[i].ID || !before[i].StartedAt.Equal(after[i].StartedAt) || before[i].RestartCount != after[i].RestartCount {
 			t.Errorf("%s container changed across agent restart: %+v → %+v", before[i].Role, before[i], after[i])
+		}
+		if pid := pidOf(t, e, after[i].ID); pid != pids[after[i].ID] {
+			t.Errorf("%s container's PID changed across agent restart: %d → %d", after[i].Role, pids[after[i].ID], pid)
 		}
 	}
 	ofport := e.ovs.Vsctl(t, "get", "Interface", "bv"+strings.ReplaceAll(s.Ports[0].ID, "-", "")[:11], "ofport")
@@ -277,4 +285,88 @@ func TestImageLoadedFromImagesvc(t *testing.T) {
 	if e.imgs.Fetches.Load() != 1 {
 		t.Errorf("imagesvc fetches = %d, want 1", e.imgs.Fetches.Load())
 	}
+}
+
+// TestForeignContainersUntouched: containers without Berth's labels for
+// this host — a plain one, another host's, one with only some of the
+// labels, one squatting the name a set's infra would get — are never
+// stopped, restarted or removed, through creates, orphan reaping and
+// deletes; the set whose name is taken fails with an error instead.
+func TestForeignContainersUntouched(t *testing.T) {
+	e := newRealEnv(t)
+	ctx := context.Background()
+	s, blocked := newSet(t, e.cli, 8), newSet(t, e.cli, 9)
+	img := s.Image.DockerImageID
+	foreign := map[string]string{}
+	for name, c := range map[string]struct {
+		labels map[string]string
+		name   string
+	}{
+		"plain":         {nil, ""},
+		"other host":    {map[string]string{runtime.LabelManaged: "true", runtime.LabelHost: "not-" + e.Name, runtime.LabelSet: s.ID, runtime.LabelRole: "infra"}, ""},
+		"some labels":   {map[string]string{runtime.LabelHost: e.Name, runtime.LabelSet: s.ID, runtime.LabelRole: "app"}, ""},
+		"name squatter": {nil, runtime.ContainerName(e.Name, blocked.ID, "infra")},
+	} {
+		resp, err := e.cli.ContainerCreate(ctx, &container.Config{Image: img, Labels: c.labels}, &container.HostConfig{NetworkMode: "none"}, nil, nil, c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = e.cli.ContainerRemove(context.Background(), resp.ID, container.RemoveOptions{Force: true}) })
+		if err := e.cli.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		foreign[name] = resp.ID
+	}
+	startedAt := map[string]string{}
+	for name, id := range foreign {
+		j, err := e.cli.ContainerInspect(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		startedAt[name] = j.State.StartedAt
+	}
+	untouched := func(when string) {
+		t.Helper()
+		for name, id := range foreign {
+			j, err := e.cli.ContainerInspect(ctx, id)
+			if err != nil {
+				t.Errorf("%s: foreign container %q: %v", when, name, err)
+				continue
+			}
+			if !j.State.Running || j.State.StartedAt != startedAt[name] {
+				t.Errorf("%s: foreign container %q touched: running=%v started %s (was %s)", when, name, j.State.Running, j.State.StartedAt, startedAt[name])
+			}
+		}
+	}
+
+	rep := e.converge(t, []schema.DesiredSet{s, blocked}, "s running, blocked failed", func(r map[string]schema.ObservedSet) bool {
+		return running(s.ID)(r) && r[blocked.ID].Error != ""
+	})
+	t.Logf("set whose infra name is taken: %s", rep[blocked.ID].Error)
+	if len(rep[s.ID].Containers) != 2 {
+		t.Errorf("set s containers = %+v, want its own infra and app only", rep[s.ID].Containers)
+	}
+	untouched("after create")
+
+	e.converge(t, []schema.DesiredSet{}, "everything of the host reaped", func(r map[string]schema.ObservedSet) bool { return len(r) == 0 })
+	for _, l := range e.hostLeftovers(t) {
+		// The half-labelled foreign container carries this host's label.
+		if j, err := e.cli.ContainerInspect(ctx, foreign["some labels"]); err != nil || l != "container "+j.Name {
+			t.Errorf("left after reaping: %s", l)
+		}
+	}
+	untouched("after orphan reaping")
+	e.restart(t)
+	e.converge(t, []schema.DesiredSet{}, "a fresh agent", func(r map[string]schema.ObservedSet) bool { return len(r) == 0 })
+	time.Sleep(300 * time.Millisecond)
+	untouched("after an agent restart")
+}
+
+func pidOf(t *testing.T, e *realEnv, id string) int {
+	t.Helper()
+	j, err := e.cli.ContainerInspect(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j.State.Pid
 }

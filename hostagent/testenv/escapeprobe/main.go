@@ -3,8 +3,10 @@
 // "name=result" line per attempt, where result is "ok" or the errno name.
 // With a setuid bit it also shows whether the bit took effect ("euid=").
 //
-//	escapeprobe [PID]   PID: a process of another set or of the host
-//	escapeprobe sleep   (internal) the child that ptrace is tried on
+//	escapeprobe [PID]            PID: a process of another set or of the host
+//	escapeprobe sleep            (internal) the child that ptrace is tried on
+//	escapeprobe alloc MIB SECS   touch MIB MiB of memory, print "alloc=MIB",
+//	                             hold it SECS seconds (memory limit tests)
 package main
 
 import (
@@ -39,6 +41,10 @@ func errnoOf(_, _ uintptr, e syscall.Errno) error {
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "sleep" {
 		time.Sleep(time.Minute)
+		return
+	}
+	if len(os.Args) > 3 && os.Args[1] == "alloc" {
+		alloc(os.Args[2], os.Args[3])
 		return
 	}
 	fmt.Printf("euid=%d\n", os.Geteuid())
@@ -97,4 +103,18 @@ func ownNamespace() {
 	remote := []unix.RemoteIovec{{Base: uintptr(unsafe.Pointer(&buf[0])), Len: len(buf)}}
 	_, err = unix.ProcessVMReadv(pid, local, remote, 0)
 	fmt.Printf("process_vm_readv=%s\n", result(err))
+}
+
+// alloc touches every page of mib MiB (so it is resident and charged to
+// the memory cgroup), says so and holds it.
+func alloc(mib, secs string) {
+	n, _ := strconv.Atoi(mib)
+	hold, _ := strconv.Atoi(secs)
+	b := make([]byte, n<<20)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	fmt.Printf("alloc=%d\n", n)
+	time.Sleep(time.Duration(hold) * time.Second)
+	b[len(b)-1] = 2 // keep b live until here
 }
