@@ -24,12 +24,25 @@ import (
 
 type ctxKey int
 
-const requestIDKey ctxKey = 0
+const (
+	requestIDKey ctxKey = iota
+	clientRequestIDKey
+)
 
 // RequestID returns the request id carried by ctx ("" when none).
 func RequestID(ctx context.Context) string {
 	s, _ := ctx.Value(requestIDKey).(string)
 	return s
+}
+
+// ClientRequestID returns the request id when the client sent it (a
+// well-formed X-Openstack-Request-Id), "" when the server made it up: only
+// a client's own id can mark a retry of the same request.
+func ClientRequestID(ctx context.Context) string {
+	if sent, _ := ctx.Value(clientRequestIDKey).(bool); sent {
+		return RequestID(ctx)
+	}
+	return ""
 }
 
 // WithRequestID returns ctx carrying id.
@@ -50,14 +63,17 @@ func RequestIDs(computeHeader bool) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			id := r.Header.Get("X-Openstack-Request-Id")
-			if !reqIDPattern.MatchString(id) {
+			ctx := r.Context()
+			if reqIDPattern.MatchString(id) {
+				ctx = context.WithValue(ctx, clientRequestIDKey, true)
+			} else {
 				id = NewRequestID()
 			}
 			w.Header().Set("X-Openstack-Request-Id", id)
 			if computeHeader {
 				w.Header().Set("X-Compute-Request-Id", id)
 			}
-			next.ServeHTTP(w, r.WithContext(WithRequestID(r.Context(), id)))
+			next.ServeHTTP(w, r.WithContext(WithRequestID(ctx, id)))
 		})
 	}
 }

@@ -53,13 +53,18 @@ func TestDecodeJSON(t *testing.T) {
 }
 
 func TestRequestIDs(t *testing.T) {
-	var seen string
-	h := RequestIDs(true)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = RequestID(r.Context()) }))
+	var seen, client string
+	h := RequestIDs(true)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen, client = RequestID(r.Context()), ClientRequestID(r.Context())
+	}))
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/", nil))
 	id := w.Header().Get("X-Openstack-Request-Id")
 	if !reqIDPattern.MatchString(id) || w.Header().Get("X-Compute-Request-Id") != id || seen != id {
 		t.Errorf("ids: header %q compute %q ctx %q, want one req-<uuid>", id, w.Header().Get("X-Compute-Request-Id"), seen)
+	}
+	if client != "" {
+		t.Errorf("ClientRequestID %q for a request that sent none", client)
 	}
 	// A well-formed client id is kept for tracing; a malformed one replaced.
 	const mine = "req-0b8f8a8e-2f55-4f5e-9f5c-1c2d3e4f5a6b"
@@ -70,6 +75,10 @@ func TestRequestIDs(t *testing.T) {
 		h.ServeHTTP(w, r)
 		if got := w.Header().Get("X-Openstack-Request-Id"); (got == in) != keep || !reqIDPattern.MatchString(got) {
 			t.Errorf("client id %q: got %q, keep=%v", in, got, keep)
+		}
+		// Only a kept client id can mark a retry.
+		if want := map[bool]string{true: in}[keep]; client != want {
+			t.Errorf("client id %q: ClientRequestID %q, want %q", in, client, want)
 		}
 	}
 }

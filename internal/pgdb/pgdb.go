@@ -78,7 +78,10 @@ func Migrate(ctx context.Context, db *sql.DB, fsys fs.FS, dir, table string) err
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, sub, goose.WithTableName(table))
+	// Out of order allowed: migrations are numbered as they are planned,
+	// and one may land after a higher number a database already has.
+	p, err := goose.NewProvider(goose.DialectPostgres, db, sub, goose.WithTableName(table),
+		goose.WithAllowOutofOrder(true))
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}

@@ -267,7 +267,7 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 			ID: uuid.NewString(), ProjectID: id.ProjectID, UserID: id.UserID, Name: name,
 			Description: sc.Description, ImageID: img.ID, DockerImageID: img.DockerImageID, Flavor: flavor,
 			Metadata: sc.Metadata, AvailabilityZone: az, AccessIPv4: sc.AccessIPv4, AccessIPv6: sc.AccessIPv6,
-			Networks: networks, RequestID: httpx.RequestID(r.Context()),
+			Networks: networks, RequestID: httpx.RequestID(r.Context()), RetryKey: store.RetryKey(httpx.ClientRequestID(r.Context()), i),
 			KeyName: sc.KeyName, AuthorizedKeys: authorizedKeys, UserData: sc.UserData, Files: files,
 			GroupID: groupID, ReservationID: reservation, Tags: sc.Tags,
 		}, forceHost)
@@ -279,7 +279,8 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if sc.ReturnResID {
-		httpx.WriteJSON(w, http.StatusAccepted, map[string]string{"reservation_id": reservation})
+		// (The first server's: a retried create returns the first one's.)
+		httpx.WriteJSON(w, http.StatusAccepted, map[string]string{"reservation_id": first.ReservationID})
 		return nil
 	}
 	links := a.serverLinks(r, first.ID)

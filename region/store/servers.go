@@ -125,6 +125,9 @@ type NewServer struct {
 	Containers []schema.SetContainer
 	// ReservationID is shared by the servers of one create request.
 	ReservationID string
+	// RetryKey (RetryKey: the client's own request id) makes a retried
+	// create return the server the first one made (see claimCreate).
+	RetryKey string
 	// Tags are the server's tags (microversion 2.52).
 	Tags []string
 }
@@ -150,6 +153,16 @@ func (s *Store) CreateServer(ctx context.Context, ns NewServer, candidates []str
 	f := ns.Flavor
 	var out *Server
 	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		if ns.RetryKey != "" {
+			prior, err := claimCreate(ctx, tx, ns)
+			if err != nil {
+				return err
+			}
+			if prior != "" {
+				out, err = getServer(ctx, tx, Scope{AllProjects: true}, prior, false)
+				return err
+			}
+		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO servers (id, project_id, user_id, name, description,
 				availability_zone, image_id, docker_image_id, flavor_id, vcpus, ram_mb, disk_gb, vm_state,
 				task_state, metadata, key_name, user_data, access_ipv4, access_ipv6, authorized_keys, personality,

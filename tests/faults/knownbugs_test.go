@@ -20,10 +20,8 @@ import (
 // fix is pending; the HTTP fuzz driver logs matching answers instead of
 // failing on them. Delete an entry together with its fix: from then on the
 // same answer fails the tests.
-var knownBugs = map[string]string{
-	"B7": "region/compute: a create retried with the same X-Openstack-Request-Id (the client lost the first 202) " +
-		"makes a second server; issue 9 wants the retry to return the first (region keeps the id for tracing only)",
-}
+// (None open now: B1–B10 are fixed, and docs/reliability.md lists them.)
+var knownBugs = map[string]string{}
 
 // knownBug skips the test as a reproduction of a known bug, or fails it
 // when the bug is no longer listed (it was fixed, and came back).
