@@ -94,7 +94,9 @@ func (d *Dockerd) start(t *testing.T, liveRestore bool) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	Eventually(t, 30*time.Second, "private dockerd up", func() bool {
+	// A give-up time, not a speed goal: a daemon that comes up without
+	// live restore first stops every container it finds running.
+	Eventually(t, 5*time.Minute, "private dockerd up", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := cli.Ping(ctx)
@@ -110,10 +112,10 @@ func (d *Dockerd) stop(t *testing.T) {
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-d.done:
-	case <-time.After(30 * time.Second):
+	case <-time.After(5 * time.Minute): // it stops every container first
 		_ = d.cmd.Process.Kill()
 		<-d.done
-		t.Logf("dockerd did not stop in 30s; killed")
+		t.Logf("dockerd did not stop in 5m; killed")
 	}
 	d.cmd = nil
 }
