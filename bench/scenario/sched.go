@@ -312,6 +312,9 @@ func (e *Env) schedOnce(ctx context.Context, hosts int, apiDur time.Duration, ap
 	}
 	if api.Errors > 0 {
 		e.Log.Warn("API path errors", "n", api.Errors, "first", api.FirstErr)
+		if len(api.Lat) == 0 {
+			return nil, fmt.Errorf("API path: every POST /servers failed: %w", api.FirstErr)
+		}
 	}
 	run.apiRate, run.apiLat = api.Rate(), stats.Durations(api.Lat)
 	run.API = map[string]any{"placed": len(api.Lat), "errors": api.Errors, "seconds": api.Elapsed.Seconds(), "rate": api.Rate(), "latency": run.apiLat}
@@ -349,7 +352,9 @@ func (e *Env) bootAtFlavor(ctx context.Context, compute, token, name, flavor str
 			ID string `json:"id"`
 		} `json:"server"`
 	}
-	_, err := e.C.Do(ctx, osapi.Request{Method: http.MethodPost, URL: compute + "/servers", Token: token, Body: body, OK: []int{202}}, &out)
+	// networks "none" needs microversion 2.37, as in Nova.
+	_, err := e.C.Do(ctx, osapi.Request{Method: http.MethodPost, URL: compute + "/servers", Token: token, Body: body, OK: []int{202},
+		Header: map[string]string{"OpenStack-API-Version": "compute 2.37"}}, &out)
 	return out.Server.ID, err
 }
 
