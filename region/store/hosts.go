@@ -122,29 +122,39 @@ var HostViewTTL = time.Second
 // for the same row lock; writes through this Store that change a host's
 // capacity or flags drop the view.
 type hostView struct {
-	mu    sync.Mutex
-	hosts []scheduler.HostState
-	index map[string]int
-	at    time.Time
+	mu      sync.Mutex
+	hosts   []scheduler.HostState
+	index   map[string]int
+	at      time.Time
+	loading bool   // one placement is re-reading the table; the rest use the old view meanwhile
+	gen     uint64 // bumped by invalidate, so a read that started before is not installed
 }
 
 func (v *hostView) invalidate() {
 	v.mu.Lock()
 	v.hosts, v.index, v.at = nil, nil, time.Time{}
+	v.gen++
 	v.mu.Unlock()
 }
 
-// loadLocked re-reads the hosts table; v.mu is held.
-func (v *hostView) loadLocked(ctx context.Context, s *Store) error {
-	hs, err := s.HostStates(ctx)
-	if err != nil {
-		return err
-	}
+// setLocked installs a fresh copy of the table; v.mu is held.
+func (v *hostView) setLocked(hs []scheduler.HostState, at time.Time) {
 	idx := make(map[string]int, len(hs))
 	for i, h := range hs {
 		idx[h.Name] = i
 	}
-	v.hosts, v.index, v.at = hs, idx, time.Now()
+	v.hosts, v.index, v.at = hs, idx, at
+}
+
+// loadLocked re-reads the hosts table with v.mu held (no view yet, or a
+// view that found no candidate).
+func (v *hostView) loadLocked(ctx context.Context, s *Store) error {
+	at := time.Now()
+	hs, err := s.HostStates(ctx)
+	if err != nil {
+		return err
+	}
+	v.setLocked(hs, at)
 	return nil
 }
 
@@ -158,11 +168,29 @@ func (s *Store) RankHosts(ctx context.Context, r scheduler.Request) (names []str
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	fresh := false
-	if v.hosts == nil || time.Since(v.at) > HostViewTTL {
+	switch {
+	case v.hosts == nil:
 		if err := v.loadLocked(ctx, s); err != nil {
 			return nil, nil, 0, err
 		}
 		fresh = true
+	case time.Since(v.at) > HostViewTTL && !v.loading:
+		// Re-read without holding the lock (10,000 hosts take tens of
+		// milliseconds), so other placements go on with the old view.
+		v.loading = true
+		gen := v.gen
+		v.mu.Unlock()
+		at := time.Now()
+		hs, err := s.HostStates(ctx)
+		v.mu.Lock()
+		v.loading = false
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		if v.gen == gen { // else a host changed meanwhile, and the next read decides
+			v.setLocked(hs, at)
+			fresh = true
+		}
 	}
 	names, rejected = scheduler.Rank(v.hosts, r)
 	if len(names) == 0 && !fresh {
