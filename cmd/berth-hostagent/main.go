@@ -47,6 +47,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	if m.Config.PrintSeccomp {
+		b, err := runtime.SeccompProfile()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Stdout.Write(append(b, '\n'))
+		return
+	}
 	err := m.Run(ctx)
 	if cerr := m.Close(); err == nil {
 		err = cerr
@@ -59,6 +68,8 @@ func main() {
 
 // Config is everything the flags set.
 type Config struct {
+	// PrintSeccomp: print the containers' seccomp profile and exit.
+	PrintSeccomp      bool
 	RegionURL         string
 	ImageURL          string
 	RegistryPull      bool
@@ -142,6 +153,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.Int64Var(&c.PidsLimit, "pids-limit", 1024, "processes per container when the flavor sets none")
 	fs.StringVar(&c.TunnelIP, "tunnel-ip", "", "this host's VXLAN tunnel endpoint (registered with region; \"\": no tunnels)")
 	fs.IntVar(&c.HostBandwidthMbit, "host-bandwidth-mbit", 10000, "inbound capacity the host's sets share (HTB parent class)")
+	fs.BoolVar(&c.PrintSeccomp, "print-seccomp-profile", false, "print the seccomp profile every container gets (Docker's default less the ptrace family) as JSON and exit")
 	fs.StringVar(&c.OFTarget, "of-target", "", "ovs-ofctl target of the bridge (default: <ovs-db dir>/<bridge>.mgmt, or the bridge name)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -149,7 +161,7 @@ func (m *Main) ParseFlags(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	if c.TokenFile == "" {
+	if c.TokenFile == "" && !c.PrintSeccomp {
 		return errors.New("--agent-token-file is required")
 	}
 	if c.Host == "" {

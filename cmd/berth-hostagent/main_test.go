@@ -305,6 +305,11 @@ func TestFlags(t *testing.T) {
 	if c.Host == "" || c.Bridge != "br-berth" || c.VCPUs != 3 || c.SyncInterval != 2*time.Second || !strings.HasSuffix(c.PauseBinary, "berth-pause") {
 		t.Errorf("config = %+v", c)
 	}
+	// Printing the seccomp profile needs no token.
+	m = NewMain()
+	if err := m.ParseFlags([]string{"--print-seccomp-profile"}); err != nil || !m.Config.PrintSeccomp {
+		t.Errorf("--print-seccomp-profile: %v", err)
+	}
 }
 
 // TestKillMidCreate kills the agent (SIGKILL) while it creates 20 sets;

@@ -400,6 +400,9 @@ func (a *API) diagnostics(w http.ResponseWriter, r *http.Request) error {
 	out := map[string]any{
 		"state": d.State, "uptime": d.Uptime, "cpu0_time": d.CPUTimeNS,
 		"memory": d.MemoryBytes / 1024, "memory-limit": d.MemoryLimit / 1024, "pids": d.Pids,
+		// The writable layers' size: measured where the storage driver
+		// cannot cap it (overlay2 on ext4), see docs/operations.md.
+		"disk_bytes": d.DiskBytes,
 	}
 	for i, n := range d.NICs {
 		p := "tap" + strconv.Itoa(i)
