@@ -370,3 +370,40 @@ func pidOf(t *testing.T, e *realEnv, id string) int {
 	}
 	return j.State.Pid
 }
+
+// TestDeleteWhileAgentDown is the agent's half of R4: while the agent is
+// down one set becomes desired deleted and another leaves the desired
+// state altogether (region finished its delete at once); when the agent
+// returns, both are reaped — containers, OVS ports, links — and the sets
+// that stay are untouched.
+func TestDeleteWhileAgentDown(t *testing.T) {
+	e := newRealEnv(t)
+	del, gone, keep := newSet(t, e.cli, 23), newSet(t, e.cli, 24), newSet(t, e.cli, 25)
+	rep := e.converge(t, []schema.DesiredSet{del, gone, keep}, "running", func(r map[string]schema.ObservedSet) bool {
+		return running(del.ID)(r) && running(gone.ID)(r) && running(keep.ID)(r)
+	})
+	kept := rep[keep.ID].Containers
+
+	e.Stop()
+	del.State, del.Generation = schema.SetDeleted, 2
+	e.Start(t)
+	e.rec = e.Rec
+	desired := []schema.DesiredSet{del, keep}
+	e.converge(t, desired, "deleted and forgotten sets reaped", func(r map[string]schema.ObservedSet) bool {
+		_, known := r[gone.ID]
+		return !known && !r[del.ID].Exists && r[del.ID].Generation == 2 && running(keep.ID)(r)
+	})
+	rep = e.converge(t, []schema.DesiredSet{keep}, "only keep left", func(r map[string]schema.ObservedSet) bool {
+		return len(r) == 1 && running(keep.ID)(r)
+	})
+	for i, c := range rep[keep.ID].Containers {
+		if c.ID != kept[i].ID || !c.StartedAt.Equal(kept[i].StartedAt) {
+			t.Errorf("kept set's %s container changed: %+v → %+v", c.Name, kept[i], c)
+		}
+	}
+	keep.State, keep.Generation = schema.SetDeleted, 2
+	e.converge(t, []schema.DesiredSet{keep}, "keep deleted", func(r map[string]schema.ObservedSet) bool { return !r[keep.ID].Exists })
+	if left := e.hostLeftovers(t); len(left) != 0 {
+		t.Errorf("left after the agent came back: %v", left)
+	}
+}
