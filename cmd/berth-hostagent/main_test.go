@@ -390,6 +390,53 @@ func TestKillMidCreate(t *testing.T) {
 	if got := strings.Fields(s.ovs.Vsctl(t, "list-ports", s.ovs.Bridge)); len(got) != n {
 		t.Errorf("OVS ports = %d, want %d", len(got), n)
 	}
+
+	// Mid-delete and mid-stop: half the sets deleted, half stopped, the
+	// agent killed while that is under way; after a restart the deletes
+	// are resumed and the stops done (R3).
+	for i := range sets {
+		sets[i].Generation = 2
+		sets[i].State = schema.SetStopped
+		if i%2 == 0 {
+			sets[i].State = schema.SetDeleted
+		}
+	}
+	s.region.SetDesired(s.host, sets...)
+	testenv.Eventually(t, 60*time.Second, "deletes and stops under way", func() bool {
+		return len(s.hostContainers(t)) < 2*n || s.runningContainers(t) < 2*n
+	})
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	t.Logf("killed with %d containers left, %d running", len(s.hostContainers(t)), s.runningContainers(t))
+	cmd = start()
+	rep = s.region.WaitReport(t, s.host, 90*time.Second, "deleted and stopped", func(r schema.HostReport) bool {
+		for _, d := range sets {
+			if d.State == schema.SetDeleted && !setIs(d.ID, 2, false, schema.PowerNoState)(r) ||
+				d.State == schema.SetStopped && !setIs(d.ID, 2, true, schema.PowerShutdown)(r) {
+				return false
+			}
+		}
+		return true
+	})
+	if got := len(s.hostContainers(t)); got != n || s.runningContainers(t) != 0 {
+		t.Errorf("containers after the second kill: %d (%d running), want %d stopped (the stopped sets')", got, s.runningContainers(t), n)
+	}
+	if got := strings.Fields(s.ovs.Vsctl(t, "list-ports", s.ovs.Bridge)); len(got) != 0 {
+		t.Errorf("OVS ports of deleted and stopped sets left: %v", got)
+	}
+}
+
+// runningContainers counts the running containers of the stack's host.
+func (s *stack) runningContainers(t *testing.T) int {
+	t.Helper()
+	cs, err := s.cli.ContainerList(context.Background(), container.ListOptions{
+		Filters: filters.NewArgs(filters.Arg("label", runtime.LabelHost+"="+s.host))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(cs)
 }
 
 // hostContainers lists the IDs of every container of the stack's host.
