@@ -10,6 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -93,36 +96,52 @@ func Migrate(ctx context.Context, db *sql.DB, fsys fs.FS, dir, table string) err
 
 // Tx runs fn in a transaction and commits it. A serialization failure or a
 // deadlock rolls back and runs fn again (a few times, with backoff), so fn
-// must be safe to repeat.
+// must be safe to repeat. So does a database that does not answer (being
+// restarted: refused connections, "the database system is shutting down")
+// before the commit was sent, for up to unavailableRetry: a restart takes
+// a few seconds, and the request should outlast it rather than fail. A
+// commit that fails that way is not repeated (it may have happened).
 func Tx(ctx context.Context, db *sqlx.DB, opts *sql.TxOptions, fn func(tx *sqlx.Tx) error) error {
 	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		err = tx1(ctx, db, opts, fn)
-		if !retryable(err) {
+	conflicts := 0
+	start := time.Now()
+	for attempt := 0; ; attempt++ {
+		var committing bool
+		committing, err = tx1(ctx, db, opts, fn)
+		var wait time.Duration
+		switch {
+		case retryable(err) && conflicts < 4:
+			wait = time.Duration(10<<conflicts) * time.Millisecond
+			conflicts++
+		case !committing && Unavailable(err) && time.Since(start) < unavailableRetry:
+			wait = min(time.Duration(50<<min(attempt, 5))*time.Millisecond, time.Second)
+		default:
 			return err
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Duration(10<<attempt) * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
-	return err
 }
 
-func tx1(ctx context.Context, db *sqlx.DB, opts *sql.TxOptions, fn func(tx *sqlx.Tx) error) error {
+// unavailableRetry is how long Tx waits out a database that does not answer.
+const unavailableRetry = 15 * time.Second
+
+func tx1(ctx context.Context, db *sqlx.DB, opts *sql.TxOptions, fn func(tx *sqlx.Tx) error) (committing bool, err error) {
 	tx, err := db.BeginTxx(ctx, opts)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return false, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
 	if err := fn(tx); err != nil {
-		return err
+		return false, err
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return true, fmt.Errorf("commit: %w", err)
 	}
-	return nil
+	return true, nil
 }
 
 func retryable(err error) bool {
@@ -131,6 +150,24 @@ func retryable(err error) bool {
 		return pe.Code == "40001" || pe.Code == "40P01"
 	}
 	return false
+}
+
+// Unavailable reports whether err says the database cannot be reached or
+// is going away or coming up (SQLSTATE classes 08 and 57, a refused or
+// broken connection), as opposed to an answer about the request.
+func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pe *pq.Error
+	if errors.As(err, &pe) {
+		// (57014 is a cancelled statement: an answer, not an outage.)
+		c := string(pe.Code)
+		return strings.HasPrefix(c, "08") || strings.HasPrefix(c, "57") && c != "57014"
+	}
+	var op *net.OpError
+	return errors.Is(err, driver.ErrBadConn) || errors.As(err, &op) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // IsUniqueViolation reports whether err is a unique-constraint violation.
@@ -152,9 +189,20 @@ func NotFound(err error, msg string) error {
 // invalid UTF-8 in text, a number out of range, a malformed value) into
 // Invalid errors: they are the client's bad input reaching the database,
 // never a server fault. Other errors pass through unchanged.
+//
+// A database that cannot be reached (see Unavailable) is a 503: the
+// request may be sent again once it is back. Errors that already carry an
+// apierr kind keep it.
 func Classify(err error) error {
+	var ae *apierr.Error
+	if err == nil || errors.As(err, &ae) {
+		return err
+	}
+	if Unavailable(err) {
+		return apierr.Wrap(err, apierr.Unavailable, "The service is temporarily unavailable (a backend it needs does not answer). Try again.")
+	}
 	var pe *pq.Error
-	if err == nil || !errors.As(err, &pe) || len(pe.Code) < 2 || pe.Code[:2] != "22" {
+	if !errors.As(err, &pe) || len(pe.Code) < 2 || pe.Code[:2] != "22" {
 		return err
 	}
 	return apierr.Wrap(err, apierr.Invalid, "Invalid input: a value is not acceptable (%s).", pe.Code.Name())
