@@ -53,7 +53,9 @@ func (f *fixture) plumb(t *testing.T, p *netplumb.Plumber, port schema.SetPort) 
 func (f *fixture) plumber(t *testing.T, cfg netplumb.Config) *netplumb.Plumber {
 	nettest.Prioritize(t, nettest.VswitchdPid(t, f.ovs))
 	cfg.Host, cfg.Bridge, cfg.OVSDB, cfg.SwitchNetns = f.host, f.ovs.Bridge, f.ovs.DB, f.ovs.Netns
-	return netplumb.New(slog.New(slog.NewTextHandler(testenv.TestWriter{T: t}, &slog.HandlerOptions{Level: slog.LevelDebug})), cfg)
+	p := netplumb.New(slog.New(slog.NewTextHandler(testenv.TestWriter{T: t}, &slog.HandlerOptions{Level: slog.LevelDebug})), cfg)
+	t.Cleanup(p.Close)
+	return p
 }
 
 // flowsOf is the switch's flows without statistics, sorted.
@@ -290,7 +292,13 @@ func TestBandwidthLimits(t *testing.T) {
 		if err := p.ApplyPolicy(ctx, b.id, 0, b.port, b.pid); err != nil {
 			t.Fatal(err)
 		}
-		x := nettest.MeasureRate(t, a.pid, lnB, b.port.IP+":5001", time.Second, 40, 0)
+		var x nettest.Transfer
+		for try := 1; try <= 3; try++ { // again while short (a busy machine)
+			if x = nettest.Measure(t, a.pid, lnB, b.port.IP+":5001", time.Second); x.Mbit() >= 40 {
+				break
+			}
+			t.Logf("run %d: %.1f Mbit/s (load average %s)", try, x.Mbit(), nettest.LoadAvg())
+		}
 		t.Logf("a→b unlimited: %.1f Mbit/s", x.Mbit())
 		if x.Mbit() < 40 {
 			t.Errorf("a→b without a limit: %.1f Mbit/s, want well above 16", x.Mbit())
@@ -335,16 +343,19 @@ func TestGuaranteeBorrowPriority(t *testing.T) {
 		}
 		return <-res1, <-res2
 	}
-	// both runs s1→r1 and s2→r2 at once, again (up to 3 tries) while
-	// either falls short of its expected share (see short).
+	// both runs s1→r1 and s2→r2 at once, again (up to 3 runs, each
+	// logged) while either falls short of its expected share or together
+	// they are off the link's rate (see nettest.MeasureRate).
 	both := func(d time.Duration, want1, tol1, want2, tol2 float64) (x1, x2 nettest.Transfer) {
+		link := nettest.Goodput(10)
 		for try := 1; try <= 3; try++ {
 			x1, x2 = both1(d)
-			if !nettest.Short(x1.Mbit(), want1, tol1) && !nettest.Short(x2.Mbit(), want2, tol2) {
+			t.Logf("run %d: %.2f and %.2f Mbit/s (want at least %.2f and %.2f, together %.2f ±10%%; load average %s)",
+				try, x1.Mbit(), x2.Mbit(), want1, want2, link, nettest.LoadAvg())
+			if !nettest.Short(x1.Mbit(), want1, tol1) && !nettest.Short(x2.Mbit(), want2, tol2) &&
+				!nettest.Off(x1.Mbit()+x2.Mbit(), link, 0.10) {
 				break
 			}
-			t.Logf("try %d: %.2f and %.2f Mbit/s, short of %.2f or %.2f (load average %s); measuring again",
-				try, x1.Mbit(), x2.Mbit(), want1, want2, nettest.LoadAvg())
 		}
 		return x1, x2
 	}
@@ -570,9 +581,10 @@ func TestHostReachesSets(t *testing.T) {
 			t.Errorf("flow of network 100 left after its last port went: %s", fl)
 		}
 	}
-	if err := nettest.TCPWorks(hostPid, b.port.IP+":80"); err != nil {
-		t.Errorf("host→b:80 once b's network is the only one on the subnet: %v", err)
-	}
+	// (The host's neighbour entry for b failed above: it resolves again.)
+	testenv.Eventually(t, 10*time.Second, "host→b:80 once b's network is the only one on the subnet", func() bool {
+		return nettest.TCPWorks(hostPid, b.port.IP+":80") == nil
+	})
 	hostEnd, _ := netplumb.IfNames(b.port.ID)
 	if err := p.Unplumb(ctx, observed.Port{SetID: b.id, PortID: b.port.ID, Iface: hostEnd}); err != nil {
 		t.Fatal(err)

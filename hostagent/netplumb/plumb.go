@@ -36,17 +36,17 @@ type Config struct {
 	Host string
 	// Bridge is the OVS integration bridge, e.g. "br-berth".
 	Bridge string
-	// OVSDB is passed to ovs-vsctl as --db, e.g. "unix:/run/openvswitch/db.sock";
-	// "" uses ovs-vsctl's default.
+	// OVSDB is the database the agent connects to (libovsdb), e.g.
+	// "unix:/run/openvswitch/db.sock"; "" is OVS's default socket.
 	OVSDB string
 	// SwitchNetns is the path of the network namespace in which
 	// ovs-vswitchd sees its ports (e.g. /proc/<pid>/ns/net); "" is the
 	// agent's own. Host-side veth ends are moved there.
 	SwitchNetns string
-	// CallTimeout bounds each ovs-vsctl, ethtool and netlink call.
+	// CallTimeout bounds each OVSDB transaction (with ovs-vswitchd
+	// applying it), ethtool and netlink call.
 	CallTimeout time.Duration
-	// VsctlBinary and EthtoolBinary default to "ovs-vsctl" and "ethtool".
-	VsctlBinary   string
+	// EthtoolBinary defaults to "ethtool".
 	EthtoolBinary string
 	// OfctlBinary and AppctlBinary default to "ovs-ofctl" and "ovs-appctl".
 	OfctlBinary  string
@@ -69,7 +69,7 @@ type Config struct {
 // Plumber implements the reconciler's network driver.
 type Plumber struct {
 	cfg Config
-	ovs vsctl
+	ovs switchDB
 	of  flows.OFCtl
 	tag uint16
 	log *slog.Logger
@@ -98,9 +98,6 @@ func New(log *slog.Logger, cfg Config) *Plumber {
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 10 * time.Second
 	}
-	if cfg.VsctlBinary == "" {
-		cfg.VsctlBinary = "ovs-vsctl"
-	}
 	if cfg.EthtoolBinary == "" {
 		cfg.EthtoolBinary = "ethtool"
 	}
@@ -119,13 +116,16 @@ func New(log *slog.Logger, cfg Config) *Plumber {
 	}
 	return &Plumber{
 		cfg: cfg, log: log, tag: flows.HostTag(cfg.Host), ovsDir: dir,
-		ovs: vsctl{bin: cfg.VsctlBinary, db: cfg.OVSDB, timeout: cfg.CallTimeout},
+		ovs: newLibOVSDB(cfg.OVSDB, cfg.CallTimeout),
 		of: flows.OFCtl{
 			Bin: cfg.OfctlBinary, Target: cfg.OFTarget, Appctl: cfg.AppctlBinary,
 			AppctlTarget: cfg.AppctlTarget, Timeout: cfg.CallTimeout,
 		},
 	}
 }
+
+// Close closes the plumber's OVSDB connection.
+func (p *Plumber) Close() { p.ovs.close() }
 
 // appctlTarget finds ovs-vswitchd's control socket in dir.
 func appctlTarget(dir string) string {

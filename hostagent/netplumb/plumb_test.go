@@ -63,6 +63,7 @@ func newFixture(t *testing.T) *fixture {
 	p := netplumb.New(slog.New(slog.NewTextHandler(io.Discard, nil)), netplumb.Config{
 		Host: host, Bridge: ovs.Bridge, OVSDB: ovs.DB, SwitchNetns: ovs.Netns,
 	})
+	t.Cleanup(p.Close)
 	return &fixture{ovs: ovs, p: p, host: host}
 }
 
@@ -310,19 +311,37 @@ func TestEnsureBridge(t *testing.T) {
 	p := netplumb.New(slog.New(slog.NewTextHandler(io.Discard, nil)), netplumb.Config{
 		Host: f.host, Bridge: br, OVSDB: f.ovs.DB, SwitchNetns: f.ovs.Netns,
 	})
+	t.Cleanup(p.Close)
 	for range 2 { // idempotent
 		if err := p.EnsureBridge(ctx, "netdev"); err != nil {
 			t.Fatalf("EnsureBridge: %v", err)
 		}
 	}
-	if got := strings.TrimSpace(f.ovs.Vsctl(t, "get", "Bridge", br, "datapath_type")); got != "netdev" {
+	get := func(br, col string) string { return strings.TrimSpace(f.ovs.Vsctl(t, "get", "Bridge", br, col)) }
+	if got := get(br, "datapath_type"); got != "netdev" {
 		t.Errorf("datapath_type = %s, want netdev", got)
 	}
-	// An existing bridge is left as it is.
+	if got := get(br, "fail_mode"); got != "secure" {
+		t.Errorf("fail_mode = %s, want secure", got)
+	}
+	// The bridge's own port is there, as ovs-vsctl add-br makes it.
+	if got := strings.TrimSpace(f.ovs.Vsctl(t, "get", "Interface", br, "type")); got != "internal" {
+		t.Errorf("interface %s type = %q, want internal", br, got)
+	}
+	if out, err := exec.Command("ovs-ofctl", "dump-flows", "unix:"+filepath.Join(f.ovs.Dir, br+".mgmt")).CombinedOutput(); err != nil {
+		t.Errorf("dump-flows %s: %v: %s", br, err, out)
+	} else if strings.Contains(string(out), "NORMAL") {
+		t.Errorf("secure bridge has a NORMAL flow:\n%s", out)
+	}
+	// An existing bridge keeps its datapath, and is made secure.
+	f.ovs.Vsctl(t, "set-fail-mode", f.ovs.Bridge, "standalone")
 	if err := f.p.EnsureBridge(ctx, "system"); err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.TrimSpace(f.ovs.Vsctl(t, "get", "Bridge", f.ovs.Bridge, "datapath_type")); got != "netdev" {
+	if got := get(f.ovs.Bridge, "datapath_type"); got != "netdev" {
 		t.Errorf("existing bridge datapath_type = %s, want it untouched (netdev)", got)
+	}
+	if got := get(f.ovs.Bridge, "fail_mode"); got != "secure" {
+		t.Errorf("existing bridge fail_mode = %s, want secure", got)
 	}
 }
