@@ -27,6 +27,12 @@ type fakeHost struct {
 	calls    []string
 	plumbErr error
 	gate     chan struct{} // when set, Images.Ensure waits on it
+	// plumbGate, when set, holds Plumb before it answers; hostListed
+	// (when set) is closed by a whole-host List once it has its answer,
+	// which it returns only when hostListGate is closed.
+	plumbGate    chan struct{}
+	hostListed   chan struct{}
+	hostListGate chan struct{}
 }
 
 var (
@@ -60,12 +66,20 @@ type fakeRuntime struct{ h *fakeHost }
 
 func (f fakeRuntime) List(_ context.Context, setID string) ([]observed.Container, error) {
 	f.h.mu.Lock()
-	defer f.h.mu.Unlock()
 	var out []observed.Container
 	for _, c := range f.h.ctrs {
 		if setID == "" || c.SetID == setID {
 			out = append(out, *c)
 		}
+	}
+	listed, gate := f.h.hostListed, f.h.hostListGate
+	if setID == "" && listed != nil {
+		f.h.hostListed, f.h.hostListGate = nil, nil
+	}
+	f.h.mu.Unlock()
+	if setID == "" && listed != nil {
+		close(listed)
+		<-gate
 	}
 	return out, nil
 }
@@ -190,6 +204,12 @@ func (f fakeNetwork) Attached(_ context.Context, _ int, port schema.SetPort, _ i
 }
 
 func (f fakeNetwork) Plumb(_ context.Context, setID string, _ int, port schema.SetPort, _ int) error {
+	f.h.mu.Lock()
+	gate := f.h.plumbGate
+	f.h.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	f.h.mu.Lock()
 	defer f.h.mu.Unlock()
 	if f.h.plumbErr != nil {
@@ -461,4 +481,51 @@ func TestPolicyChangeIsLive(t *testing.T) {
 	h.policy["p1"] = "lost"
 	h.mu.Unlock()
 	settle(t, r, []schema.DesiredSet{d}, func(schema.ObservedSet, bool) bool { return h.callCount("policy p1") == 2 })
+}
+
+// A Sync that observed the host while a worker was creating a set, and
+// got the lock only after the worker had failed and undone everything,
+// must not report its stale view (half-made containers) over the
+// worker's fresh one.
+func TestStaleSyncDoesNotOverwriteWorker(t *testing.T) {
+	r, h, _ := newFakeReconciler(t, Config{RetryBackoff: time.Minute})
+	h.plumbErr, h.plumbGate = errors.New("boom"), make(chan struct{})
+	want := []schema.DesiredSet{fakeSet(schema.SetRunning, 1)}
+	ctx := context.Background()
+	if err := r.Sync(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	// The worker has made the containers and waits in Plumb.
+	deadline := time.Now().Add(5 * time.Second)
+	for h.callCount("start infra") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("worker never reached plumbing")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	h.mu.Lock()
+	listed, gate := make(chan struct{}), make(chan struct{})
+	h.hostListed, h.hostListGate = listed, gate
+	h.mu.Unlock()
+	synced := make(chan error, 1)
+	go func() { synced <- r.Sync(ctx, want) }()
+	<-listed // this Sync saw the half-made set
+
+	close(h.plumbGate) // the worker fails and undoes
+	for {
+		if s := r.Report().Sets; len(s) == 1 && s[0].Error != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("worker never reported its failure")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(gate)
+	if err := <-synced; err != nil {
+		t.Fatal(err)
+	}
+	if s := r.Report().Sets[0]; s.Exists || len(s.Containers) != 0 || s.Error == "" {
+		t.Errorf("status after a stale sync = %+v, want the worker's: nothing exists, the error", s)
+	}
 }

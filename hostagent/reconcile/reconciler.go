@@ -80,6 +80,10 @@ type setState struct {
 
 	status    schema.ObservedSet
 	hasStatus bool
+	// workDone counts finished worker passes. Sync observes without the
+	// lock; a worker that finished meanwhile has reported fresher facts
+	// than Sync's, which must then not overwrite them.
+	workDone uint64
 
 	lastErr     string
 	errGen      int64
@@ -160,6 +164,12 @@ func (r *Reconciler) Run(ctx context.Context) error {
 // host, diff it against desired and dispatch every set that needs work.
 // It also refreshes the status of idle sets, so drift is reported.
 func (r *Reconciler) Sync(ctx context.Context, desired []schema.DesiredSet) error {
+	r.mu.Lock()
+	done := make(map[string]uint64, len(r.sets))
+	for id, st := range r.sets {
+		done[id] = st.workDone
+	}
+	r.mu.Unlock()
 	all, err := r.observe(ctx, "", desired)
 	if err != nil {
 		return err
@@ -195,7 +205,9 @@ func (r *Reconciler) Sync(ctx context.Context, desired []schema.DesiredSet) erro
 			st.orphanSince = time.Time{}
 		}
 		idle := func() {
-			if !st.running && st.pending == nil {
+			// Not while a worker owns the set, nor after one finished
+			// since this pass observed: its report is newer.
+			if !st.running && st.pending == nil && st.workDone == done[a.SetID] {
 				notify = r.setStatusLocked(st, r.statusLocked(a.SetID, st, d, o, applied[a.SetID])) || notify
 			}
 		}
@@ -352,6 +364,12 @@ func (r *Reconciler) lookup(ctx context.Context, id string) (SetView, ledger.Ent
 // Changed), hands it to its worker if it needs work, and returns the
 // status.
 func (r *Reconciler) SyncSet(ctx context.Context, id string) (schema.ObservedSet, error) {
+	r.mu.Lock()
+	var done uint64
+	if st, ok := r.sets[id]; ok {
+		done = st.workDone
+	}
+	r.mu.Unlock()
 	v, applied, err := r.lookup(ctx, id)
 	if err != nil {
 		return schema.ObservedSet{}, err
@@ -360,7 +378,7 @@ func (r *Reconciler) SyncSet(ctx context.Context, id string) (schema.ObservedSet
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := r.state(id)
-	if !st.running && st.pending == nil {
+	if !st.running && st.pending == nil && st.workDone == done { // see Sync
 		r.setStatusLocked(st, v.Status)
 	}
 	r.notify()
@@ -538,6 +556,7 @@ func (r *Reconciler) process(ctx context.Context, id string, d *schema.DesiredSe
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := r.state(id)
+	st.workDone++
 	switch {
 	case opErr != nil && ctx.Err() != nil:
 		// Shutting down: not the set's fault; the next agent run retries.
