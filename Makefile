@@ -68,7 +68,7 @@ soak: deps build ## Fuzz every decoder for SOAK_FUZZTIME, then the fault suite w
 		BERTH_REQUIRE_REAL=1 $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(SOAK_FUZZTIME) -fuzzminimizetime 30s ./$$pkg; \
 	done
 	BERTH_REQUIRE_REAL=1 BERTH_FAULTS_FUZZ_REQUESTS=$(SOAK_REQUESTS) BERTH_FAULTS_FUZZ_SECONDS=1200 \
-		BERTH_FAULTS_ROUNDS=$(SOAK_ROUNDS) BERTH_FAULTS_CHURN_SERVERS=20 \
+		BERTH_FAULTS_ROUNDS=$(SOAK_ROUNDS) BERTH_FAULTS_CHURN_SERVERS=50 \
 		$(GO) test -count=1 -v -timeout 2h ./tests/faults/
 	BERTH_REQUIRE_REAL=1 BERTH_SOAK_SETS=$(SOAK_SETS) BERTH_SOAK_RESTARTS=$(SOAK_DOCKERD_RESTARTS) \
 		$(GO) test -count=1 -v -timeout 1h -run '^TestDockerRestartAtScale$$' ./hostagent/reconcile/
