@@ -318,4 +318,3 @@ func idsIn(t *testing.T, r reply) []string {
 	slices.Sort(out)
 	return out
 }
-

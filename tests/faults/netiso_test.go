@@ -60,7 +60,9 @@ func TestIsolationAfterFaults(t *testing.T) {
 	// a and a2 in a group of their own that admits only its members.
 	r := expect(t, http.MethodPost, s.NetworkURL()+"/v2.0/security-groups", demo,
 		map[string]any{"security_group": map[string]any{"name": "iso-" + sfx}}, 201)
-	sg := decode[struct{ SG struct{ ID string } `json:"security_group"` }](t, r).SG.ID
+	sg := decode[struct {
+		SG struct{ ID string } `json:"security_group"`
+	}](t, r).SG.ID
 	t.Cleanup(func() { api(t, http.MethodDelete, s.NetworkURL()+"/v2.0/security-groups/"+sg, demo, nil) })
 	expect(t, http.MethodPost, s.NetworkURL()+"/v2.0/security-group-rules", demo, map[string]any{"security_group_rule": map[string]any{
 		"security_group_id": sg, "direction": "ingress", "ethertype": "IPv4", "remote_group_id": sg}}, 201)

@@ -1,8 +1,10 @@
 // Package faults checks that Berth keeps its promises on its worst day:
 // malformed and hostile requests, other tenants' tokens, revoked tokens,
-// and real faults injected into a real stack (kill -9 of the host agent and
-// of region, a container killed behind Berth's back, a PostgreSQL restart),
-// each followed by invariants over the region database, Docker and OVS.
+// and real faults injected into a real stack (kill -9 of the host agent, of
+// region and of imagesvc, a PostgreSQL restart, a container killed behind
+// Berth's back, a host lost and its server evacuated to a second host
+// agent, a second region on the same database), each followed by
+// invariants over the region database, Docker and OVS.
 // docs/reliability.md maps every promise (R*, A*, C*) to its test.
 //
 // All tests in this package share one stack (internal/devstack on free
@@ -17,7 +19,7 @@
 //
 //	BERTH_FAULTS_KEEP=1          keep the run directory (logs, database)
 //	BERTH_FAULTS_FUZZ_REQUESTS=N requests of the HTTP fuzz driver (10000)
-//	BERTH_FAULTS_CHURN_SERVERS=N servers in the agent-kill churn (12)
+//	BERTH_FAULTS_CHURN_SERVERS=N servers in each churn under a fault (12)
 //	BERTH_FAULTS_ROUNDS=N        rounds of the churn fault loops (1)
 package faults
 
