@@ -56,7 +56,8 @@ func (a *API) actions() map[string]actionFunc {
 		"addSecurityGroup": a.changeServerGroup(true), "removeSecurityGroup": a.changeServerGroup(false),
 		"migrate": a.move(false), "evacuate": a.move(true),
 	}
-	for _, name := range []string{"createBackup", "os-migrateLive",
+	m["createBackup"] = a.createBackup
+	for _, name := range []string{"os-migrateLive",
 		"restore", "shelve", "unshelve", "shelveOffload",
 		"rescue", "unrescue", "os-getVNCConsole", "os-getSPICEConsole", "os-getRDPConsole",
 		"injectNetworkInfo", "resetNetwork"} {

@@ -255,32 +255,63 @@ func (a *API) createImage(w http.ResponseWriter, r *http.Request, c store.Caller
 	if err := validName("name", body.Name); err != nil {
 		return err
 	}
-	if len(body.Metadata) > 128 {
-		return apierr.OverLimitf("Quota exceeded for metadata_items.")
-	}
-	srv, agent, err := a.agentOf(r.Context(), c, id, "createImage",
-		novastate.Active, novastate.Stopped, novastate.Paused, novastate.Suspended)
+	img, err := a.snapshot(r, c, id, "createImage", body.Name, body.Metadata, map[string]string{"image_type": "snapshot"}, nil)
 	if err != nil {
 		return err
 	}
+	a.imageAccepted(w, r, img.ID)
+	return nil
+}
+
+// imageAccepted is createImage's and createBackup's 202: Location of the
+// image, or from 2.45 {"image_id"} and no Location.
+func (a *API) imageAccepted(w http.ResponseWriter, r *http.Request, imageID string) {
+	if versionOf(r.Context()).AtLeast(Microversion{2, 45}) {
+		httpx.WriteJSON(w, http.StatusAccepted, map[string]string{"image_id": imageID})
+		return
+	}
+	w.Header().Set("Location", a.cfg.Images.BaseURL()+"/v2/images/"+imageID)
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// snapshot is createImage's and createBackup's work: an image record
+// made with the caller's token (so it is the caller's) with the server's
+// properties, kind's and meta, the task set, and the app container
+// committed into it in the background; done, when set, runs after a
+// successful commit.
+func (a *API) snapshot(r *http.Request, c store.Caller, id, action, name string, meta, kind map[string]string,
+	done func(ctx context.Context, token string)) (*imageclient.Image, error) {
+	if len(meta) > 128 {
+		return nil, apierr.OverLimitf("Quota exceeded for metadata_items.")
+	}
+	srv, agent, err := a.agentOf(r.Context(), c, id, action,
+		novastate.Active, novastate.Stopped, novastate.Paused, novastate.Suspended)
+	if err != nil {
+		return nil, err
+	}
 	token := identity(r.Context()).Token
-	props := map[string]string{"image_type": "snapshot", "instance_uuid": srv.ID, "base_image_ref": srv.ImageID,
+	props := map[string]string{"instance_uuid": srv.ID, "base_image_ref": srv.ImageID,
 		"owner_user_name": identity(r.Context()).UserName, "user_id": c.UserID}
-	for k, v := range body.Metadata {
+	for k, v := range kind {
+		props[k] = v
+	}
+	for k, v := range meta {
 		if utf8.RuneCountInString(k) > 255 || utf8.RuneCountInString(v) > 255 {
-			return apierr.Invalidf("Invalid input for field/attribute metadata.")
+			return nil, apierr.Invalidf("Invalid input for field/attribute metadata.")
 		}
 		props[k] = v
 	}
 	img, err := a.cfg.Images.Create(r.Context(), token, imageclient.NewImage{
-		Name: body.Name, ContainerFormat: "docker", DiskFormat: "raw", Visibility: "private", Properties: props,
+		Name: name, ContainerFormat: "docker", DiskFormat: "raw", Visibility: "private", Properties: props,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := a.cfg.Store.Act(r.Context(), c, id, store.Snapshot); err != nil {
+	t := store.Snapshot
+	t.Action, t.Verb = action, action
+	if _, err := a.cfg.Store.Act(r.Context(), c, id, t); err != nil {
 		_ = a.cfg.Images.Delete(context.WithoutCancel(r.Context()), token, img.ID)
-		return err
+		return nil, err
 	}
 	bg := context.WithoutCancel(r.Context())
 	go func() {
@@ -293,19 +324,15 @@ func (a *API) createImage(w http.ResponseWriter, r *http.Request, c store.Caller
 		} else {
 			a.log.Info("snapshot done", "server_id", id, "image_id", img.ID, "docker_image_id", res.DockerImageID,
 				"bytes", res.Size, "request_id", c.RequestID)
+			if done != nil {
+				done(bg, token)
+			}
 		}
 		if err := a.cfg.Store.FinishTask(bg, id, novastate.TaskImageSnapshot, msg); err != nil {
 			a.log.Error("finish snapshot task", "server_id", id, "err", err)
 		}
 	}()
-	// From 2.45 the image id is in the body and Location is gone.
-	if versionOf(r.Context()).AtLeast(Microversion{2, 45}) {
-		httpx.WriteJSON(w, http.StatusAccepted, map[string]string{"image_id": img.ID})
-		return nil
-	}
-	w.Header().Set("Location", a.cfg.Images.BaseURL()+"/v2/images/"+img.ID)
-	w.WriteHeader(http.StatusAccepted)
-	return nil
+	return img, nil
 }
 
 // consoleTTL is how long a serial console URL may be opened.

@@ -10,6 +10,8 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 
+	"berth/internal/apierr"
+	"berth/region/store"
 	"berth/schema"
 )
 
@@ -48,6 +50,17 @@ func TestMicroversionBehaviour(t *testing.T) {
 	}
 	e.converge(t, "h1", schema.PowerRunning, nil)
 	sp := "/servers/" + srv.ID
+
+	// A port a server holds keeps its addresses (the set is plumbed with
+	// them): the network API's re-addressing is for free ports only.
+	held, err := e.store.FindServer(ctx, store.Scope{AllProjects: true}, srv.ID)
+	if err != nil || len(held.Ports) != 1 {
+		t.Fatalf("server ports: %v %v", held, err)
+	}
+	mac := "aa:bb:cc:00:00:01"
+	if _, err := e.store.UpdatePort(ctx, store.Scope{AllProjects: true}, held.Ports[0].ID, store.PortChanges{MACAddress: &mac}); !apierr.Is(err, apierr.Conflict) {
+		t.Errorf("re-address a bound port: %v, want a conflict", err)
+	}
 
 	// Fields of the server body.
 	_, old := e.raw(t, "GET", sp, "2.15", "admin-token", nil)

@@ -6,12 +6,14 @@ package network
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 
 	"github.com/gorilla/mux"
@@ -78,7 +80,13 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 func (a *API) wrap(notFound string, h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		keystone.StripIdentityHeaders(r.Header)
-		err := pgdb.Classify(h(w, r))
+		err := h(w, r)
+		if msg, ok := store.RevisionConflict(err); ok {
+			apierr.RenderNeutron(w, &apierr.Error{Kind: apierr.Conflict, Status: http.StatusPreconditionFailed, Message: msg},
+				"RevisionNumberConstraintFailed")
+			return
+		}
+		err = pgdb.Classify(err)
 		if err == nil {
 			return
 		}
@@ -209,6 +217,12 @@ next:
 			case "fields", "sort_key", "sort_dir", "limit", "marker", "page_reverse":
 				continue
 			}
+			if k == "fixed_ips" {
+				if !fixedIPsMatch(it[k], vs) {
+					continue next
+				}
+				continue
+			}
 			v, ok := it[k]
 			if !ok {
 				continue
@@ -269,4 +283,40 @@ func (a *API) bulk(collection string, create handlerFunc) handlerFunc {
 		httpx.WriteJSON(w, http.StatusCreated, map[string]any{plural: out})
 		return nil
 	}
+}
+
+// ifMatch reads Neutron's conditional update header, "If-Match:
+// revision_number=N": the update then applies only while the resource is
+// still at revision N (else 412 RevisionNumberConstraintFailed).
+func ifMatch(r *http.Request) (context.Context, error) {
+	h := strings.TrimSpace(r.Header.Get("If-Match"))
+	if h == "" {
+		return r.Context(), nil
+	}
+	v, ok := strings.CutPrefix(h, "revision_number=")
+	n, err := strconv.ParseInt(v, 10, 64)
+	if !ok || err != nil || n < 0 {
+		return nil, apierr.Invalidf("If-Match header must be revision_number=<number>, got %q.", h)
+	}
+	return store.WithIfRevision(r.Context(), n), nil
+}
+
+// fixedIPsMatch is Neutron's fixed_ips filter: every "subnet_id=X" or
+// "ip_address=Y" asked for must hold for one of the port's fixed IPs.
+func fixedIPsMatch(v any, wants []string) bool {
+	ips, ok := v.([]map[string]string)
+	if !ok {
+		return false
+	}
+	for _, want := range wants {
+		key, val, _ := strings.Cut(want, "=")
+		found := false
+		for _, ip := range ips {
+			found = found || ip[key] == val
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }

@@ -70,7 +70,7 @@ func networkView(n *store.Network) map[string]any {
 		"id": n.ID, "name": n.Name, "tenant_id": n.ProjectID, "project_id": n.ProjectID,
 		"admin_state_up": n.AdminStateUp, "mtu": n.MTU, "status": "ACTIVE", "subnets": subnets,
 		"shared": n.Shared, "router:external": false, "port_security_enabled": true,
-		"description": n.Description, "tags": []string{}, "revision_number": 0,
+		"description": n.Description, "tags": []string{}, "revision_number": n.Revision,
 		"availability_zone_hints": []string{}, "availability_zones": []string{"nova"},
 		"ipv4_address_scope": nil, "ipv6_address_scope": nil, "l2_adjacency": true,
 		"created_at": n.CreatedAt.UTC().Format(ts), "updated_at": n.UpdatedAt.UTC().Format(ts),
@@ -188,7 +188,11 @@ func (a *API) updateNetwork(w http.ResponseWriter, r *http.Request) error {
 	if b.TenantID != nil || b.ProjectID != nil {
 		return apierr.Invalidf("Cannot update read-only attribute project_id")
 	}
-	n, err := a.store.UpdateNetwork(r.Context(), scope(r), mux.Vars(r)["id"], store.NetworkChanges{
+	ctx, err := ifMatch(r)
+	if err != nil {
+		return err
+	}
+	n, err := a.store.UpdateNetwork(ctx, scope(r), mux.Vars(r)["id"], store.NetworkChanges{
 		Name: b.Name, Description: b.Description, AdminStateUp: b.AdminStateUp, Shared: b.Shared, MTU: b.MTU})
 	if err != nil {
 		return err
@@ -216,7 +220,7 @@ func subnetView(s *store.Subnet) map[string]any {
 		"cidr": s.CIDR, "gateway_ip": gw, "allocation_pools": s.AllocationPools, "dns_nameservers": s.DNSNameservers,
 		"host_routes": []any{}, "enable_dhcp": s.EnableDHCP, "ip_version": s.IPVersion, "ipv6_address_mode": nil,
 		"ipv6_ra_mode": nil, "subnetpool_id": nil, "description": s.Description, "tags": []string{},
-		"service_types": []string{}, "revision_number": 0,
+		"service_types": []string{}, "revision_number": s.Revision,
 		"created_at": s.CreatedAt.UTC().Format(ts), "updated_at": s.UpdatedAt.UTC().Format(ts),
 	}
 }
@@ -342,7 +346,11 @@ func (a *API) updateSubnet(w http.ResponseWriter, r *http.Request) error {
 			*gw = sql.NullString{String: *b.GatewayIP, Valid: true}
 		}
 	}
-	s, err := a.store.UpdateSubnet(r.Context(), scope(r), mux.Vars(r)["id"], store.SubnetChanges{Name: b.Name,
+	ctx, err := ifMatch(r)
+	if err != nil {
+		return err
+	}
+	s, err := a.store.UpdateSubnet(ctx, scope(r), mux.Vars(r)["id"], store.SubnetChanges{Name: b.Name,
 		Description: b.Description, DNS: b.DNSNameservers, Gateway: gw, EnableDHCP: b.EnableDHCP})
 	if err != nil {
 		return err
@@ -376,12 +384,14 @@ func portView(r *http.Request, p *store.Port) map[string]any {
 		"fixed_ips":       []map[string]string{{"subnet_id": p.SubnetID, "ip_address": p.IPAddress}},
 		"security_groups": groups, "port_security_enabled": p.PortSecurityEnabled,
 		"allowed_address_pairs": []any{}, "extra_dhcp_opts": []any{}, "description": p.Description,
-		"binding:vnic_type": "normal", "tags": []string{}, "revision_number": 0,
+		"binding:vnic_type": p.BindingVNICType, "tags": []string{}, "revision_number": p.Revision,
 		"created_at": p.CreatedAt.UTC().Format(ts), "updated_at": p.UpdatedAt.UTC().Format(ts),
 	}
 	if identity(r).IsAdmin() {
 		v["binding:host_id"], v["binding:vif_type"], v["binding:vif_details"] = p.BindingHost, "ovs", map[string]any{}
-		v["binding:profile"] = map[string]any{}
+		profile := map[string]any{}
+		_ = json.Unmarshal(p.BindingProfile, &profile)
+		v["binding:profile"] = profile
 	}
 	return v
 }
@@ -421,10 +431,53 @@ type portBody struct {
 		SubnetID  string `json:"subnet_id"`
 		IPAddress string `json:"ip_address"`
 	} `json:"fixed_ips"`
-	TenantID  *string `json:"tenant_id"`
-	ProjectID *string `json:"project_id"`
-	VNICType  *string `json:"binding:vnic_type"`
-	HostID    *string `json:"binding:host_id"`
+	TenantID  *string         `json:"tenant_id"`
+	ProjectID *string         `json:"project_id"`
+	VNICType  *string         `json:"binding:vnic_type"`
+	HostID    *string         `json:"binding:host_id"`
+	Profile   json.RawMessage `json:"binding:profile"`
+}
+
+// checkBinding validates the binding attributes: binding:profile is an
+// admin's object (Nova writes it; Berth keeps and shows it), and the only
+// vnic_type a container set's veth can be is "normal".
+func checkBinding(r *http.Request, b *portBody) error {
+	if b.Profile != nil {
+		if !identity(r).IsAdmin() {
+			return apierr.Forbiddenf("(rule:update_port and rule:update_port:binding:profile) is disallowed by policy")
+		}
+		var m map[string]any
+		if json.Unmarshal(b.Profile, &m) != nil {
+			return apierr.Invalidf("Invalid input for binding:profile. Reason: it must be a dictionary.")
+		}
+	}
+	if b.VNICType != nil && *b.VNICType != "normal" {
+		return apierr.Invalidf("Invalid input for binding:vnic_type. Reason: '%s' is not supported: a Berth port is a veth, vnic_type normal.", *b.VNICType)
+	}
+	return nil
+}
+
+// fixedOf reads one requested fixed IP (Berth ports have one address).
+func fixedOf(b *portBody) (*store.FixedIP, error) {
+	if b.FixedIPs == nil {
+		return nil, nil
+	}
+	if len(b.FixedIPs) != 1 {
+		return nil, apierr.Invalidf("Berth ports have exactly one fixed IP.")
+	}
+	f := store.FixedIP{SubnetID: b.FixedIPs[0].SubnetID, IPAddress: b.FixedIPs[0].IPAddress}
+	if f.IPAddress != "" && net.ParseIP(f.IPAddress).To4() == nil {
+		return nil, apierr.Invalidf("Invalid input for fixed_ips. Reason: '%s' is not a valid IP address.", f.IPAddress)
+	}
+	return &f, nil
+}
+
+func parseMAC(s string) (string, error) {
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return "", apierr.Invalidf("Invalid input for mac_address. Reason: '%s' is not a valid MAC address.", s)
+	}
+	return hw.String(), nil
 }
 
 func (a *API) createPort(w http.ResponseWriter, r *http.Request) error {
@@ -445,6 +498,9 @@ func (a *API) createPort(w http.ResponseWriter, r *http.Request) error {
 	if b.HostID != nil && !identity(r).IsAdmin() {
 		return apierr.Forbiddenf("(rule:create_port and rule:create_port:binding:host_id) is disallowed by policy")
 	}
+	if err := checkBinding(r, &b); err != nil {
+		return err
+	}
 	if len(b.FixedIPs) > 1 {
 		return apierr.Invalidf("Berth ports have one fixed IP.")
 	}
@@ -455,11 +511,13 @@ func (a *API) createPort(w http.ResponseWriter, r *http.Request) error {
 	np := store.NewPort{Port: store.Port{ID: uuid.NewString(), NetworkID: b.NetworkID, ProjectID: owner,
 		AdminStateUp: true, PortSecurityEnabled: true}}
 	if b.MACAddress != "" {
-		hw, err := net.ParseMAC(b.MACAddress)
-		if err != nil || len(hw) != 6 {
-			return apierr.Invalidf("Invalid input for mac_address. Reason: '%s' is not a valid MAC address.", b.MACAddress)
+		if np.MACAddress, err = parseMAC(b.MACAddress); err != nil {
+			return err
 		}
-		np.MACAddress = hw.String()
+	}
+	np.Profile = b.Profile
+	if b.VNICType != nil {
+		np.VNICType = *b.VNICType
 	}
 	for dst, src := range map[*string]*string{&np.Name: b.Name, &np.Description: b.Description,
 		&np.DeviceID: b.DeviceID, &np.DeviceOwner: b.DeviceOwner} {
@@ -504,16 +562,34 @@ func (a *API) updatePort(w http.ResponseWriter, r *http.Request) error {
 	if err := remarshal(raw, &b); err != nil {
 		return err
 	}
-	if b.NetworkID != "" || b.MACAddress != "" || b.FixedIPs != nil {
-		return apierr.Invalidf("Cannot update read-only attribute (network_id, mac_address, fixed_ips).")
+	if b.NetworkID != "" {
+		return apierr.Invalidf("Cannot update read-only attribute network_id")
 	}
 	if err := checkName("name", b.Name); err != nil {
 		return err
 	}
-	_, setGroups := raw["security_groups"]
-	p, err := a.store.UpdatePort(r.Context(), scope(r), mux.Vars(r)["id"], store.PortChanges{
-		Name: b.Name, Description: b.Description, AdminStateUp: b.AdminStateUp,
-		PortSecurityEnabled: b.PortSecurityEnabled, Groups: b.SecurityGroups, SetGroups: setGroups})
+	if err := checkBinding(r, &b); err != nil {
+		return err
+	}
+	ch := store.PortChanges{Name: b.Name, Description: b.Description, AdminStateUp: b.AdminStateUp,
+		PortSecurityEnabled: b.PortSecurityEnabled, Groups: b.SecurityGroups, Profile: b.Profile, VNICType: b.VNICType}
+	_, ch.SetGroups = raw["security_groups"]
+	if b.MACAddress != "" {
+		mac, err := parseMAC(b.MACAddress)
+		if err != nil {
+			return err
+		}
+		ch.MACAddress = &mac
+	}
+	var err error
+	if ch.Fixed, err = fixedOf(&b); err != nil {
+		return err
+	}
+	ctx, err := ifMatch(r)
+	if err != nil {
+		return err
+	}
+	p, err := a.store.UpdatePort(ctx, scope(r), mux.Vars(r)["id"], ch)
 	if err != nil {
 		return err
 	}

@@ -33,10 +33,11 @@ type Network struct {
 	CreatedAt    time.Time      `db:"created_at"`
 	UpdatedAt    time.Time      `db:"updated_at"`
 	Subnets      []string       `db:"-"`
+	Revision     int64          `db:"revision_number"`
 }
 
 const networkCols = `id, name, project_id, cidr::text AS cidr, host(gateway_ip) AS gateway_ip, shared, is_default,
-	admin_state_up, mtu, description, created_at, updated_at`
+	admin_state_up, mtu, description, created_at, updated_at, revision_number`
 
 // Port is a Neutron port, joined with its network's name and subnet.
 type Port struct {
@@ -62,13 +63,19 @@ type Port struct {
 	CreatedAt           time.Time `db:"created_at"`
 	UpdatedAt           time.Time `db:"updated_at"`
 	SecurityGroups      []string  `db:"-"`
+	Revision            int64     `db:"revision_number"`
+	// BindingProfile (admin) and BindingVNICType are Neutron's port
+	// binding attributes; only vnic_type "normal" exists in Berth.
+	BindingProfile  json.RawMessage `db:"binding_profile"`
+	BindingVNICType string          `db:"binding_vnic_type"`
 }
 
 const portCols = `p.id, p.network_id, coalesce(p.subnet_id::text, '') AS subnet_id, p.project_id,
 	coalesce(p.server_id::text, '') AS server_id, p.name, p.description, p.device_id, p.device_owner,
 	p.admin_state_up, p.port_security_enabled, p.binding_host, p.auto_delete, p.slot,
 	p.mac_address::text AS mac_address, host(p.ip_address) AS ip_address, n.name AS network_name,
-	coalesce(s.cidr::text, '') AS cidr, coalesce(host(s.gateway_ip), '') AS gateway_ip, p.created_at, p.updated_at`
+	coalesce(s.cidr::text, '') AS cidr, coalesce(host(s.gateway_ip), '') AS gateway_ip, p.created_at, p.updated_at,
+	p.revision_number, p.binding_profile, p.binding_vnic_type`
 
 const portFrom = ` FROM ports p JOIN networks n ON n.id = p.network_id LEFT JOIN subnets s ON s.id = p.subnet_id`
 
@@ -144,21 +151,34 @@ func getNetwork(ctx context.Context, q sqlx.QueryerContext, sc Scope, id string)
 // createPort inserts a port, choosing its subnet and address unless
 // subnetID/fixedIP name them, and a MAC unless p.MACAddress is set.
 func createPort(ctx context.Context, tx *sqlx.Tx, p Port, subnetID, fixedIP string) (*Port, error) {
+	sid, ip, err := chooseAddress(ctx, tx, p.NetworkID, subnetID, fixedIP)
+	if err != nil {
+		return nil, err
+	}
+	p.SubnetID, p.IPAddress = sid, ip
+	return insertPort(ctx, tx, p)
+}
+
+// chooseAddress picks a port's subnet and address on network: fixedIP
+// on subnetID (or on the first subnet holding it), else the lowest free
+// address of subnetID's (or the first subnet with room's) pools.
+func chooseAddress(ctx context.Context, tx *sqlx.Tx, network, subnetID, fixedIP string) (string, string, error) {
 	var subnets []string
 	if subnetID != "" && !validUUID(subnetID) {
-		return nil, apierr.NotFoundf("Subnet %s could not be found.", subnetID)
+		return "", "", apierr.NotFoundf("Subnet %s could not be found.", subnetID)
 	}
+	p := Port{NetworkID: network}
 	if subnetID != "" {
 		subnets = []string{subnetID}
 	} else if err := tx.SelectContext(ctx, &subnets, `SELECT id::text FROM subnets WHERE network_id = $1
 		ORDER BY created_at, id`, p.NetworkID); err != nil {
-		return nil, err
+		return "", "", err
 	}
 	for _, sid := range subnets {
 		var pools json.RawMessage
 		if err := tx.GetContext(ctx, &pools, `SELECT allocation_pools FROM subnets WHERE id = $1 AND network_id = $2
 			FOR UPDATE`, sid, p.NetworkID); err != nil {
-			return nil, pgdb.NotFound(err, fmt.Sprintf("Subnet %s could not be found.", sid))
+			return "", "", pgdb.NotFound(err, fmt.Sprintf("Subnet %s could not be found.", sid))
 		}
 		var ip string
 		var err error
@@ -166,7 +186,7 @@ func createPort(ctx context.Context, tx *sqlx.Tx, p Port, subnetID, fixedIP stri
 			err = tx.GetContext(ctx, &ip, `SELECT host($2::inet) FROM subnets s WHERE s.id = $1
 				AND $2::inet << s.cidr AND $2::inet <> coalesce(s.gateway_ip, '0.0.0.0'::inet)`, sid, fixedIP)
 			if errors.Is(err, sql.ErrNoRows) {
-				return nil, apierr.Invalidf("IP address %s is not a valid IP for the specified subnet.", fixedIP)
+				return "", "", apierr.Invalidf("IP address %s is not a valid IP for the specified subnet.", fixedIP)
 			}
 		} else {
 			err = tx.GetContext(ctx, &ip, `
@@ -182,12 +202,11 @@ func createPort(ctx context.Context, tx *sqlx.Tx, p Port, subnetID, fixedIP stri
 			}
 		}
 		if err != nil {
-			return nil, err
+			return "", "", err
 		}
-		p.SubnetID, p.IPAddress = sid, ip
-		return insertPort(ctx, tx, p)
+		return sid, ip, nil
 	}
-	return nil, apierr.Conflictf("No more IP addresses available on network %s.", p.NetworkID)
+	return "", "", apierr.Conflictf("No more IP addresses available on network %s.", p.NetworkID)
 }
 
 func insertPort(ctx context.Context, tx *sqlx.Tx, p Port) (*Port, error) {

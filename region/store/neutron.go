@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"berth/internal/apierr"
 	"berth/internal/pgdb"
@@ -142,10 +144,11 @@ type Subnet struct {
 	NoGateway       bool            `db:"-"`
 	AllocationPools []Pool          `db:"-"`
 	DNSNameservers  []string        `db:"-"`
+	Revision        int64           `db:"revision_number"`
 }
 
 const subnetCols = `id, network_id, project_id, name, description, cidr::text AS cidr, host(gateway_ip) AS gateway_ip,
-	allocation_pools, dns_nameservers, enable_dhcp, ip_version, created_at, updated_at`
+	allocation_pools, dns_nameservers, enable_dhcp, ip_version, created_at, updated_at, revision_number`
 
 // ipAdd adds n to an IPv4 address.
 func ipAdd(ip net.IP, n int) net.IP {
@@ -265,7 +268,7 @@ func (s *Store) ListSubnets(ctx context.Context, sc Scope, networkID string) ([]
 	var out []Subnet
 	q := `SELECT sub.id, sub.network_id, sub.project_id, sub.name, sub.description, sub.cidr::text AS cidr,
 		host(sub.gateway_ip) AS gateway_ip, sub.allocation_pools, sub.dns_nameservers, sub.enable_dhcp,
-		sub.ip_version, sub.created_at, sub.updated_at FROM subnets sub` + subnetVisible +
+		sub.ip_version, sub.created_at, sub.updated_at, sub.revision_number FROM subnets sub` + subnetVisible +
 		` AND ($3 = '' OR sub.network_id::text = $3) ORDER BY sub.created_at, sub.id`
 	if err := s.db.SelectContext(ctx, &out, q, sc.AllProjects, sc.ProjectID, networkID); err != nil {
 		return nil, err
@@ -377,6 +380,9 @@ type NewPort struct {
 	FixedIP     string
 	// Groups nil means "the project's default group".
 	Groups []string
+	// Profile and VNICType are the binding attributes, when given.
+	Profile  json.RawMessage
+	VNICType string
 }
 
 // CreatePort makes a port on a network visible to the caller.
@@ -388,7 +394,18 @@ func (s *Store) CreatePort(ctx context.Context, sc Scope, np NewPort) (*Port, er
 		}
 		np.Port.SecurityGroups = np.Groups
 		var err error
-		out, err = createPort(ctx, tx, np.Port, np.FixedSubnet, np.FixedIP)
+		if out, err = createPort(ctx, tx, np.Port, np.FixedSubnet, np.FixedIP); err != nil {
+			return err
+		}
+		if np.Profile == nil && np.VNICType == "" {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE ports SET binding_profile = coalesce($2, binding_profile),
+			binding_vnic_type = coalesce(NULLIF($3, ''), binding_vnic_type) WHERE id = $1`,
+			out.ID, []byte(np.Profile), np.VNICType); err != nil {
+			return err
+		}
+		out, err = getPort(ctx, tx, sc, out.ID)
 		return err
 	})
 	return out, err
@@ -433,7 +450,17 @@ type PortChanges struct {
 	PortSecurityEnabled *bool
 	Groups              []string
 	SetGroups           bool
+	// MACAddress and Fixed re-address a port no server holds (Fixed: a
+	// subnet and/or an address; empty fields are chosen as on create).
+	MACAddress *string
+	Fixed      *FixedIP
+	// Profile (admin) and VNICType are the binding attributes.
+	Profile  json.RawMessage
+	VNICType *string
 }
+
+// FixedIP is a port's requested subnet and address.
+type FixedIP struct{ SubnetID, IPAddress string }
 
 // UpdatePort changes a port; a change of its security groups wakes the
 // host of the server it is attached to.
@@ -444,9 +471,41 @@ func (s *Store) UpdatePort(ctx context.Context, sc Scope, id string, ch PortChan
 		if err != nil {
 			return err
 		}
+		if (ch.MACAddress != nil && *ch.MACAddress != p.MACAddress) || ch.Fixed != nil {
+			// The set's interface is plumbed with this address; moving a
+			// live one is not done (Neutron refuses MAC changes of bound
+			// ports the same way).
+			if p.ServerID != "" {
+				return apierr.Conflictf("Unable to complete operation on port %s, port is already bound to server %s: its addresses cannot change.", id, p.ServerID)
+			}
+		}
+		mac, subnet, ip := p.MACAddress, p.SubnetID, p.IPAddress
+		if ch.MACAddress != nil {
+			mac = *ch.MACAddress
+		}
+		if f := ch.Fixed; f != nil && !(f.IPAddress == "" && (f.SubnetID == "" || f.SubnetID == p.SubnetID)) &&
+			!(f.IPAddress == p.IPAddress && (f.SubnetID == "" || f.SubnetID == p.SubnetID)) {
+			if subnet, ip, err = chooseAddress(ctx, tx, p.NetworkID, f.SubnetID, f.IPAddress); err != nil {
+				return err
+			}
+		}
+		profile := ch.Profile
+		if profile == nil {
+			profile = p.BindingProfile
+		}
 		if _, err := tx.ExecContext(ctx, `UPDATE ports SET name = coalesce($2, name), description = coalesce($3, description),
 			admin_state_up = coalesce($4, admin_state_up), port_security_enabled = coalesce($5, port_security_enabled),
-			updated_at = now() WHERE id = $1`, id, ch.Name, ch.Description, ch.AdminStateUp, ch.PortSecurityEnabled); err != nil {
+			mac_address = $6, subnet_id = NULLIF($7, '')::uuid, ip_address = $8, binding_profile = $9,
+			binding_vnic_type = coalesce($10, binding_vnic_type), updated_at = now() WHERE id = $1`,
+			id, ch.Name, ch.Description, ch.AdminStateUp, ch.PortSecurityEnabled, mac, subnet, ip, []byte(profile),
+			ch.VNICType); err != nil {
+			var pe *pq.Error
+			if errors.As(err, &pe) && pe.Code == "23505" && strings.Contains(pe.Constraint, "ip_address") {
+				return apierr.Conflictf("Unable to complete operation for network %s. The IP address %s is in use.", p.NetworkID, ip)
+			}
+			if pgdb.IsUniqueViolation(err) {
+				return apierr.Conflictf("Unable to complete operation for network %s. The mac address %s is in use.", p.NetworkID, mac)
+			}
 			return err
 		}
 		if ch.SetGroups {

@@ -44,7 +44,12 @@ func (s *Store) DB() *sqlx.DB { return s.db }
 func (s *Store) Close() error { return s.db.Close() }
 
 func (s *Store) tx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
-	return pgdb.Tx(ctx, s.db, nil, fn)
+	return pgdb.Tx(ctx, s.db, nil, func(tx *sqlx.Tx) error {
+		if err := applyIfRevision(ctx, tx); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
 }
 
 func (s *Store) readTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {

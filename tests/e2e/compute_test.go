@@ -121,6 +121,21 @@ func TestComputeOperations(t *testing.T) {
 			t.Errorf("file in the server booted from the snapshot = %q, want snapshot-content", got)
 		}
 	})
+	t.Run("backups rotate", func(t *testing.T) {
+		// rotate 1: after the second backup only it is left.
+		for _, name := range []string{"bk1", "bk2"} {
+			waitNoTask(t, o, demo, "ops1")
+			o.must(t, demo, "server", "backup", "create", "--name", name, "--type", "daily", "--rotate", "1", "--wait", "ops1")
+		}
+		waitNoTask(t, o, demo, "ops1")
+		var imgs []struct {
+			Name string `json:"Name"`
+		}
+		o.json(t, demo, &imgs, "image", "list", "--property", "image_type=backup")
+		if len(imgs) != 1 || imgs[0].Name != "bk2" {
+			t.Errorf("backups after rotation = %+v, want only bk2", imgs)
+		}
+	})
 	t.Run("instance actions record every step", func(t *testing.T) {
 		var actions []struct {
 			Action string `json:"Action"`
@@ -130,12 +145,30 @@ func TestComputeOperations(t *testing.T) {
 		for _, a := range actions {
 			names = append(names, a.Action)
 		}
-		for _, want := range []string{"create", "pause", "unpause", "suspend", "resume", "reboot", "resize", "confirmResize", "rebuild", "createImage"} {
+		for _, want := range []string{"create", "pause", "unpause", "suspend", "resume", "reboot", "resize", "confirmResize", "rebuild", "createImage", "createBackup"} {
 			if !strings.Contains(","+strings.Join(names, ",")+",", ","+want+",") {
 				t.Errorf("instance actions %v lack %s", names, want)
 			}
 		}
 	})
+}
+
+// waitNoTask waits until a server has no task in flight (a backup's
+// rotation runs at the end of its task).
+func waitNoTask(t *testing.T, o *osc, cloud, name string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var s map[string]any
+		o.json(t, cloud, &s, "server", "show", name)
+		if s["OS-EXT-STS:task_state"] == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server %s still has task %v", name, s["OS-EXT-STS:task_state"])
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 // appContainer finds a server's app container by Berth's labels.
