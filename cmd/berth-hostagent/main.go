@@ -135,7 +135,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&c.Bridge, "bridge", "br-berth", "OVS integration bridge")
 	fs.StringVar(&c.DatapathType, "datapath-type", "", `datapath type if the bridge must be created: "system", "netdev" or "" (auto)`)
 	fs.BoolVar(&c.EnsureBridge, "ensure-bridge", true, "create the bridge at start if it is missing")
-	fs.StringVar(&c.OVSDB, "ovs-db", "", "OVSDB remote passed to ovs-vsctl as --db (default: ovs-vsctl's)")
+	fs.StringVar(&c.OVSDB, "ovs-db", "", "OVSDB remote the agent connects to, e.g. unix:/run/openvswitch/db.sock (default: OVS's own socket)")
 	fs.StringVar(&c.SwitchNetns, "switch-netns", "", "netns path where ovs-vswitchd runs, if not the agent's own")
 	fs.StringVar(&c.PauseBinary, "pause-binary", "", "static pause binary for infra containers (default: berth-pause next to this binary)")
 	fs.StringVar(&c.StateDir, "state-dir", "/var/lib/berth/hostagent", "directory for the agent's own state")
