@@ -345,3 +345,45 @@ func TestEnsureBridge(t *testing.T) {
 		t.Errorf("existing bridge fail_mode = %s, want secure", got)
 	}
 }
+
+// An ovsdb-server restart (an upgrade, a crash) does not wedge the agent:
+// its OVSDB client reconnects and monitors again, and ports plugged before
+// and after are listed and removed as usual.
+func TestOVSDBRestart(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	pidA, pidB := netnsHolder(t), netnsHolder(t)
+	pa, pb := port(1), port(2)
+	if err := f.p.Plumb(ctx, "set-a", 0, pa, pidA); err != nil {
+		t.Fatalf("Plumb a: %v", err)
+	}
+	f.ovs.RestartDB(t)
+	// The client notices the lost connection on its own schedule: the
+	// first calls may fail, later ones must not.
+	testenv.Eventually(t, time.Minute, "Plumb b after the ovsdb-server restart", func() bool {
+		err := f.p.Plumb(ctx, "set-b", 0, pb, pidB)
+		if err != nil {
+			t.Logf("Plumb b: %v", err)
+		}
+		return err == nil
+	})
+	ports, err := f.p.List(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, pt := range ports {
+		got[pt.PortID] = pt.InSwitch && pt.OFPort > 0
+	}
+	if !got[pa.ID] || !got[pb.ID] {
+		t.Fatalf("List after the restart = %+v, want a and b plugged", ports)
+	}
+	for _, pt := range ports {
+		if err := f.p.Unplumb(ctx, pt); err != nil {
+			t.Fatalf("Unplumb %s: %v", pt.PortID, err)
+		}
+	}
+	if out := f.ovs.Vsctl(t, "show"); strings.Contains(out, "Port bv") {
+		t.Errorf("ports left after Unplumb:\n%s", out)
+	}
+}

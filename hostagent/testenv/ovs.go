@@ -22,6 +22,15 @@ type OVS struct {
 	Bridge string
 	// Netns is the path of ovs-vswitchd's network namespace.
 	Netns string
+
+	restartDB func(t testing.TB)
+}
+
+// RestartDB stops ovsdb-server and starts it again on the same database
+// (ovs-vswitchd and clients reconnect by themselves).
+func (o *OVS) RestartDB(t testing.TB) {
+	t.Helper()
+	o.restartDB(t)
 }
 
 var ovsSchemaPaths = []string{"/usr/share/openvswitch/vswitch.ovsschema", "/usr/local/share/openvswitch/vswitch.ovsschema"}
@@ -84,13 +93,25 @@ func StartOVS(t testing.TB) *OVS {
 		procs = append(procs, cmd)
 	}
 	sock := filepath.Join(dir, "db.sock")
-	start(exec.Command("ovsdb-server", filepath.Join(dir, "conf.db"),
-		"--remote=punix:"+sock, "--unixctl="+filepath.Join(dir, "ovsdb-server.ctl"),
-		"--log-file="+filepath.Join(dir, "ovsdb-server.log")))
-	Eventually(t, 10*time.Second, "ovsdb-server socket", func() bool {
-		_, err := os.Stat(sock)
-		return err == nil
-	})
+	var db *exec.Cmd
+	startDB := func(t testing.TB) {
+		t.Helper()
+		db = exec.Command("ovsdb-server", filepath.Join(dir, "conf.db"),
+			"--remote=punix:"+sock, "--unixctl="+filepath.Join(dir, "ovsdb-server.ctl"),
+			"--log-file="+filepath.Join(dir, "ovsdb-server.log"))
+		start(db)
+		Eventually(t, 10*time.Second, "ovsdb-server socket", func() bool {
+			_, err := os.Stat(sock)
+			return err == nil
+		})
+	}
+	startDB(t)
+	o.restartDB = func(t testing.TB) {
+		t.Helper()
+		stopProcess(db) // (stays in procs: stopping it again is a no-op)
+		_ = os.Remove(sock)
+		startDB(t)
+	}
 	run("ovs-vsctl", "--db="+o.DB, "--no-wait", "init")
 
 	vsd := exec.Command("ovs-vswitchd", o.DB,
