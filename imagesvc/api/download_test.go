@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"bytes"
+	"crypto/md5"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -112,5 +114,36 @@ func TestCorruptPlainImageIsNotServedAsGood(t *testing.T) {
 	}
 	if bytes.Equal(got, b) {
 		t.Error("the corrupted bytes were served in full")
+	}
+}
+
+// TestChunkedUpload: data sent without a Content-Length (chunked transfer
+// encoding, as a streaming client sends it) is stored whole, with the
+// checksums of what arrived.
+func TestChunkedUpload(t *testing.T) {
+	e := newEnv(t)
+	tok := e.ks.Issue("p1", "member")
+	id := e.create(tok, `{"name": "chunked", "container_format": "bare", "disk_format": "raw"}`)["id"].(string)
+	data := bytes.Repeat([]byte("streamed "), 300_000)
+	req, _ := http.NewRequest("PUT", e.srv.URL+"/v2/images/"+id+"/file", nil)
+	req.Body = readerOnly{bytes.NewReader(data)}
+	req.ContentLength = -1 // chunked
+	req.Header.Set("X-Auth-Token", tok)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("chunked upload: %s", resp.Status)
+	}
+	img := e.do("GET", "/v2/images/"+id, tok, nil).json(t)
+	sum := md5.Sum(data)
+	if img["status"] != "active" || img["size"] != float64(len(data)) || img["checksum"] != hex.EncodeToString(sum[:]) {
+		t.Errorf("after a chunked upload: status %v size %v checksum %v", img["status"], img["size"], img["checksum"])
+	}
+	if r := e.do("GET", "/v2/images/"+id+"/file", tok, nil); !bytes.Equal(r.body, data) {
+		t.Errorf("download after a chunked upload: %d bytes, want %d", len(r.body), len(data))
 	}
 }
