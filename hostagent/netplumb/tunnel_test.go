@@ -99,6 +99,9 @@ func TestVXLANBetweenHosts(t *testing.T) {
 	port := func(n int, network string) schema.SetPort {
 		p := netPort(n, network, true, allowAll)
 		p.MTU = 1450 // VXLAN's 50 bytes of overhead on a 1500-byte underlay
+		if network == "net-1" {
+			p.Gateway = "10.99.0.1" // net-2, on the same subnet, has none
+		}
 		return p
 	}
 	a := f1.plumb(t, h1.p, port(1, "net-1"))
@@ -136,6 +139,36 @@ func TestVXLANBetweenHosts(t *testing.T) {
 		}
 		if after := nettest.RxPackets(t, c.pid); after != before {
 			t.Errorf("c's eth0 received %d packets from another network, want 0", after-before)
+		}
+	})
+
+	t.Run("the host's own port stays local", func(t *testing.T) {
+		// Host 1 holds the gateway; host 2 does not. Host 1's sets reach
+		// it, host 2's sets on the same network do not: the host never
+		// answers through a tunnel (every host may hold the address).
+		for _, args := range [][]string{
+			{"ip", "addr", "add", "10.99.0.1/24", "dev", f1.ovs.Bridge},
+			{"ip", "link", "set", f1.ovs.Bridge, "up"},
+			{"ethtool", "-K", f1.ovs.Bridge, "tx", "off"},
+		} {
+			if out, err := nsenterPath(f1.ovs.Netns, args...); err != nil {
+				t.Fatalf("%v: %v: %s", args, err, out)
+			}
+		}
+		if err := h1.p.SyncHost(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := nettest.Ping(a.pid, "10.99.0.1"); err != nil {
+			t.Errorf("ping a (host 1, net-1) → host 1's gateway: %v", err)
+		}
+		if err := nettest.Ping(b.pid, "10.99.0.1"); err == nil {
+			t.Error("ping b (host 2, net-1) → host 1's gateway passed through the tunnel")
+		}
+		if err := nettest.Ping(d.pid, "10.99.0.1"); err == nil {
+			t.Error("ping d (host 1, net-2: not the gateway's network) → host 1's gateway passed")
+		}
+		if err := nettest.TCPWorks(nettest.VswitchdPid(t, f1.ovs), b.port.IP+":7000"); err == nil {
+			t.Error("host 1 → b (host 2) connected through the tunnel")
 		}
 	})
 
