@@ -49,8 +49,9 @@ var liveRestoreAfter = []bool{true, true, false, false}
 // TestDockerRestartAtScale is R2: a private dockerd restarted
 // BERTH_SOAK_RESTARTS times (make test: 2, make soak: 6) under
 // BERTH_SOAK_SETS sets (make test: 10, make soak: 100) — plain servers,
-// sets with a sidecar and a shared volume, some desired stopped. After
-// every restart every set is back in its desired power state with the
+// sets with a sidecar and a shared volume, some desired stopped, some
+// paused. After every restart every set is back in its desired power
+// state with the
 // same containers (none lost, none duplicated), the same address in its
 // netns, the same OVS port with its flows and shaping, and nothing else
 // of the host exists: no stray container, volume, port, link or flow.
@@ -74,6 +75,8 @@ func TestDockerRestartAtScale(t *testing.T) {
 		switch {
 		case i%10 == 9:
 			s.State = schema.SetStopped
+		case i%10 == 4:
+			s.State = schema.SetPaused
 		case i%5 == 2:
 			s.Containers = []schema.SetContainer{
 				{Name: "web", Role: schema.RoleApp, Image: s.Image, RestartPolicy: schema.RestartOnFailure,
@@ -131,11 +134,11 @@ func TestDockerRestartAtScale(t *testing.T) {
 		})
 		restarted := 0
 		for _, s := range sets {
-			if s.State == schema.SetRunning && !testenv.ContainerOf(t, rep[s.ID], "infra").StartedAt.Equal(testenv.ContainerOf(t, before[s.ID], "infra").StartedAt) {
+			if s.State != schema.SetStopped && !testenv.ContainerOf(t, rep[s.ID], "infra").StartedAt.Equal(testenv.ContainerOf(t, before[s.ID], "infra").StartedAt) {
 				restarted++
 			}
 		}
-		t.Logf("restart %d (live restore after: %v): dockerd down and up in %s; all %d sets in their desired state %s later; %d running sets were started again",
+		t.Logf("restart %d (live restore after: %v): dockerd down and up in %s; all %d sets in their desired state %s later; %d running or paused sets were started again",
 			i+1, live, took.Round(time.Millisecond), nSets, time.Since(start).Round(time.Millisecond), restarted)
 		check(fmt.Sprintf("after restart %d", i+1), rep)
 		for e, n := range errs {
@@ -146,7 +149,8 @@ func TestDockerRestartAtScale(t *testing.T) {
 }
 
 // dockerAgrees is whether Docker itself shows every container of a
-// running set running and none of a stopped set, as the report says,
+// running or paused set running (and frozen if paused) and none of a
+// stopped set, as the report says,
 // with the start times the report has: a report from before the restart
 // is not taken for the agent's recovery.
 func dockerAgrees(t *testing.T, h *testenv.Host, sets []schema.DesiredSet, r map[string]schema.ObservedSet) bool {
@@ -159,7 +163,7 @@ func dockerAgrees(t *testing.T, h *testenv.Host, sets []schema.DesiredSet, r map
 				return false
 			}
 			started, _ := time.Parse(time.RFC3339Nano, j.State.StartedAt)
-			if j.State.Running != (s.State == schema.SetRunning) {
+			if j.State.Running != (s.State != schema.SetStopped) || j.State.Paused != (s.State == schema.SetPaused) {
 				return false
 			}
 			if c.State != j.State.Status || !started.Equal(c.StartedAt) {
@@ -171,8 +175,11 @@ func dockerAgrees(t *testing.T, h *testenv.Host, sets []schema.DesiredSet, r map
 }
 
 func powerOf(s schema.DesiredSet) string {
-	if s.State == schema.SetStopped {
+	switch s.State {
+	case schema.SetStopped:
 		return schema.PowerShutdown
+	case schema.SetPaused:
+		return schema.PowerPaused
 	}
 	return schema.PowerRunning
 }
@@ -187,7 +194,7 @@ func countContainers(rep map[string]schema.ObservedSet) int {
 
 // checkScale compares the host with what it must hold: the same
 // containers per set and nothing else on the daemon, one volume per set
-// that declares one, for every running set its address in its netns and
+// that declares one, for every running or paused set its address in its netns and
 // its OVS port with the right flows and shaping; and no OVS port, link or
 // port flow of a set that is not running.
 func checkScale(t *testing.T, h *testenv.Host, sets []schema.DesiredSet, ids map[string]map[string]string, rep map[string]schema.ObservedSet, wantVolumes int, round string) {
@@ -236,11 +243,11 @@ func checkScale(t *testing.T, h *testenv.Host, sets []schema.DesiredSet, ids map
 		t.Errorf("%s: %d volumes of the host, want %d", round, len(vs.Volumes), wantVolumes)
 	}
 
-	// Network: every running set has its port, address and policy; no
+	// Network: every running or paused set has its port, address and policy; no
 	// other port, marked link or port flow exists.
 	wantPorts, ofports := map[string]bool{}, map[int]bool{}
 	for _, s := range sets {
-		if s.State != schema.SetRunning {
+		if s.State == schema.SetStopped {
 			continue
 		}
 		hostEnd, _ := netplumb.IfNames(s.Ports[0].ID)
@@ -295,7 +302,7 @@ func checkScale(t *testing.T, h *testenv.Host, sets []schema.DesiredSet, ids map
 		}
 	}
 	if len(stray) > 0 {
-		t.Errorf("%s: port flows for ofports %v that no running set owns", round, stray)
+		t.Errorf("%s: port flows for ofports %v that no set owns", round, stray)
 	}
 }
 
