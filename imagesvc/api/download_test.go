@@ -17,6 +17,8 @@ import (
 // a bad one is refused with Glance's fault and status: 400 for several
 // ranges, 416 "Invalid Range header." for one that does not parse, 416
 // with the valid start positions for a start past the data (C1, bug B2).
+// A Content-Range header on the request is read as Glance reads it when
+// there is no Range.
 func TestDownloadRanges(t *testing.T) {
 	e := newEnv(t)
 	tok := e.ks.Issue("p1", "member")
@@ -30,6 +32,7 @@ func TestDownloadRanges(t *testing.T) {
 	checksum, _ := show["checksum"].(string)
 	for _, c := range []struct {
 		rng          string
+		header       string // default Range
 		status       int
 		body, cRange string // for 200/206
 		message      string // for faults
@@ -51,11 +54,24 @@ func TestDownloadRanges(t *testing.T) {
 		{rng: "bytes=99999999999-", status: 416, message: "Invalid start position in Range header. Start position MUST be in the inclusive range [0, 25]."},
 		{rng: "bytes=99999999999999999999999-", status: 416, message: "Invalid start position in Range header. Start position MUST be in the inclusive range [0, 25]."},
 		{rng: "bytes=0-1,3-4", status: 400, message: "Requests with multiple ranges are not supported in Glance. You may make multiple single-range requests instead."},
+		// Content-Range on a request, which Glance still honours.
+		{header: "Content-Range", rng: "bytes 3-10/26", status: 206, body: "DEFGHIJK", cRange: "bytes 3-10/26"},
+		{header: "Content-Range", rng: "bytes 3-10/*", status: 206, body: "DEFGHIJK", cRange: "bytes 3-10/26"},
+		{header: "Content-Range", rng: "bytes 20-25/*", status: 206, body: "UVWXYZ", cRange: "bytes 20-25/26"},
+		{header: "Content-Range", rng: "bytes 5-3/26", status: 416, message: "Invalid Content-Range header."},
+		{header: "Content-Range", rng: "bytes 3-10/5", status: 416, message: "Invalid Content-Range header."},
+		{header: "Content-Range", rng: "bytes */26", status: 416, message: "Invalid Content-Range header."},
+		{header: "Content-Range", rng: "3-10", status: 416, message: "Invalid Content-Range header."},
+		{header: "Content-Range", rng: "bytes 20-26/*", status: 416, message: "Invalid stop position in Content-Range header. The stop position MUST be in the inclusive range [0, 25]."},
+		{header: "Content-Range", rng: "bytes 26-30/100", status: 416, message: "Invalid start position in Content-Range header. Start position MUST be in the inclusive range [0, 25]."},
 	} {
-		t.Run(c.rng, func(t *testing.T) {
+		if c.header == "" {
+			c.header = "Range"
+		}
+		t.Run(c.header+": "+c.rng, func(t *testing.T) {
 			var hdr []string
 			if c.rng != "" {
-				hdr = []string{"Range", c.rng}
+				hdr = []string{c.header, c.rng}
 			}
 			r := e.do("GET", "/v2/images/"+id+"/file", tok, nil, hdr...)
 			if r.status != c.status {

@@ -292,8 +292,8 @@ func (s *Server) downloadImage(w http.ResponseWriter, r *http.Request) error {
 
 // serveData sends an image's data: a docker image's archive is played
 // back from its layer blobs (byte for byte what was uploaded, so
-// Content-MD5 is the image's checksum), other data is its blob. A Range
-// header is answered as Glance does (see parseRange): 206 with the window,
+// Content-MD5 is the image's checksum), other data is its blob. A range
+// is answered as Glance does (see requestedRange): 206 with the window,
 // and a bad range is a Glance fault before any data is sent.
 func (s *Server) serveData(w http.ResponseWriter, r *http.Request, img *store.Image) error {
 	if img.Status != store.StatusActive && img.Status != store.StatusDeactivated ||
@@ -326,7 +326,7 @@ func (s *Server) serveData(w http.ResponseWriter, r *http.Request, img *store.Im
 		defer rc.Close()
 		data, size = rc, info.Size
 	}
-	rg, partial, err := parseRange(r.Header.Get("Range"), size)
+	rg, partial, err := requestedRange(r.Header, size)
 	if err != nil {
 		return err
 	}

@@ -167,4 +167,3 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Logf("imagesvc: %s", bytes.TrimRight(p, "\n"))
 	return len(p), nil
 }
-

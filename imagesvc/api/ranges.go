@@ -60,6 +60,49 @@ func parseRange(h string, size int64) (r byteRange, ok bool, err error) {
 	return r, true, nil
 }
 
+// contentRangeSpec is webob's grammar for a Content-Range value.
+var contentRangeSpec = regexp.MustCompile(`^bytes (?:(\d+)-(\d+)|\*)/(?:(\d+)|\*)$`)
+
+// requestedRange is the part of the data a download asks for: its Range
+// header, or else — as Glance still honours it, for old clients — a
+// Content-Range header on the request ("bytes first-last/length", length
+// may be "*"). ok is false when neither is there.
+func requestedRange(h http.Header, size int64) (r byteRange, ok bool, err error) {
+	if v := h.Get("Range"); v != "" {
+		return parseRange(v, size)
+	}
+	v := h.Get("Content-Range")
+	if v == "" {
+		return byteRange{}, false, nil
+	}
+	invalid := rangeNotSatisfiable("Invalid Content-Range header.")
+	m := contentRangeSpec.FindStringSubmatch(strings.TrimSpace(v))
+	if m == nil || m[1] == "" {
+		// "bytes */N" names no bytes (Glance fails on it).
+		return byteRange{}, false, invalid
+	}
+	r = byteRange{start: bigInt(m[1]), end: bigInt(m[2])}
+	if r.end < math.MaxInt64 {
+		r.end++
+	}
+	if r.start >= r.end {
+		return byteRange{}, false, invalid
+	}
+	if m[3] != "" {
+		if length := bigInt(m[3]); r.end > length {
+			return byteRange{}, false, invalid
+		}
+	} else if r.end > size {
+		return byteRange{}, false, rangeNotSatisfiable(fmt.Sprintf(
+			"Invalid stop position in Content-Range header. The stop position MUST be in the inclusive range [0, %d].", size-1))
+	}
+	if r.start >= size {
+		return byteRange{}, false, rangeNotSatisfiable(fmt.Sprintf(
+			"Invalid start position in Content-Range header. Start position MUST be in the inclusive range [0, %d].", size-1))
+	}
+	return r, true, nil
+}
+
 // bigInt reads a run of digits, saturating at MaxInt64: a position past
 // any image's end needs no more precision than that.
 func bigInt(s string) int64 {
