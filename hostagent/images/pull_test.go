@@ -28,7 +28,8 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // engine, and measures the bytes that crossed imagesvc's listener: a
 // first pull moves its image's layers, and a host that already has an
 // image's base then moves at most 1.05 × the new layer for an image on top
-// of it (issue #5's goal), not the archive.
+// of it (issue #5's goal), not the archive; on a host with neither, the
+// two-layer image moves both layers.
 func TestEnsurePullsOnlyMissingLayers(t *testing.T) {
 	cli := testenv.Docker(t)
 	env := imagesvctest.Start(t, imagesvctest.Options{})
@@ -76,6 +77,14 @@ func TestEnsurePullsOnlyMissingLayers(t *testing.T) {
 	if _, err := cli.ImageInspect(ctx, appArc.ImageID); err != nil {
 		t.Errorf("app image not in Docker after Ensure: %v", err)
 	}
+	// A host with neither (both images and their layers removed): the
+	// two-layer image's first pull moves both layers.
+	for _, id := range []string{appArc.ImageID, baseArc.ImageID} {
+		if _, err := cli.ImageRemove(ctx, id, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
+			t.Fatalf("remove %s: %v", id, err)
+		}
+	}
+	pull("first pull of the two-layer image", appImg, int64(len(base)+len(top)))
 
 	// Docker re-reads a manifest by the digest the pull by image id
 	// answered: the agent may, though its repository is no project's.
