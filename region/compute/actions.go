@@ -57,8 +57,9 @@ func (a *API) actions() map[string]actionFunc {
 		"migrate": a.move(false), "evacuate": a.move(true),
 	}
 	m["createBackup"] = a.createBackup
+	m["shelve"], m["unshelve"], m["shelveOffload"] = a.shelve, a.unshelve, a.shelveOffload
 	for _, name := range []string{"os-migrateLive",
-		"restore", "shelve", "unshelve", "shelveOffload",
+		"restore",
 		"rescue", "unrescue", "os-getVNCConsole", "os-getSPICEConsole", "os-getRDPConsole",
 		"injectNetworkInfo", "resetNetwork"} {
 		m[name] = notYet

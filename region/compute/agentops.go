@@ -280,7 +280,7 @@ func (a *API) imageAccepted(w http.ResponseWriter, r *http.Request, imageID stri
 // committed into it in the background; done, when set, runs after a
 // successful commit.
 func (a *API) snapshot(r *http.Request, c store.Caller, id, action, name string, meta, kind map[string]string,
-	done func(ctx context.Context, token string)) (*imageclient.Image, error) {
+	done func(ctx context.Context, token, imageID, dockerImageID string)) (*imageclient.Image, error) {
 	if len(meta) > 128 {
 		return nil, apierr.OverLimitf("Quota exceeded for metadata_items.")
 	}
@@ -325,7 +325,7 @@ func (a *API) snapshot(r *http.Request, c store.Caller, id, action, name string,
 			a.log.Info("snapshot done", "server_id", id, "image_id", img.ID, "docker_image_id", res.DockerImageID,
 				"bytes", res.Size, "request_id", c.RequestID)
 			if done != nil {
-				done(bg, token)
+				done(bg, token, img.ID, res.DockerImageID)
 			}
 		}
 		if err := a.cfg.Store.FinishTask(bg, id, novastate.TaskImageSnapshot, msg); err != nil {

@@ -57,7 +57,7 @@ func (a *API) createBackup(w http.ResponseWriter, r *http.Request, c store.Calle
 	}
 	img, err := a.snapshot(r, c, id, "createBackup", *body.Name, body.Metadata,
 		map[string]string{"image_type": "backup", "backup_type": *body.BackupType},
-		func(ctx context.Context, token string) { a.rotateBackups(ctx, token, id, backups, int(rotation)) })
+		func(ctx context.Context, token, _, _ string) { a.rotateBackups(ctx, token, id, backups, int(rotation)) })
 	if err != nil {
 		return err
 	}

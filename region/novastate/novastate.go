@@ -41,6 +41,7 @@ const (
 	TaskImageSnapshot    = "image_snapshot"
 	TaskUpdatingPassword = "updating_password"
 	TaskMigrating        = "migrating"
+	TaskUnshelving       = "unshelving"
 )
 
 // power_state values (nova/compute/power_state.py).

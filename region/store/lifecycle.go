@@ -466,6 +466,9 @@ func completes(srv *Server, obs *schema.ObservedSet, power int) (vm string, done
 		// The report comes from the new host (ApplyObserved matches the
 		// server's host), so the set runs there now.
 		return settled, obs.Exists && matches(settled, power)
+	case novastate.TaskUnshelving:
+		// Built again from the shelve snapshot on its new host.
+		return novastate.Active, obs.Exists && obs.DockerImageID == srv.DockerImageID && running
 	}
 	return "", false
 }

@@ -136,6 +136,28 @@ func TestComputeOperations(t *testing.T) {
 			t.Errorf("backups after rotation = %+v, want only bk2", imgs)
 		}
 	})
+	t.Run("shelve and unshelve keep id and address", func(t *testing.T) {
+		waitNoTask(t, o, demo, "ops1")
+		o.must(t, demo, "server", "shelve", "ops1")
+		o.waitStatus(t, demo, "ops1", "SHELVED_OFFLOADED", 2*time.Minute)
+		// Offloaded: the host's agent removes the set.
+		deadline := time.Now().Add(time.Minute)
+		for len(setContainers(t, created.ID, "")) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("containers of the offloaded server remain: %v", setContainers(t, created.ID, ""))
+			}
+			time.Sleep(time.Second)
+		}
+		o.must(t, demo, "server", "unshelve", "ops1")
+		got := o.waitStatus(t, demo, "ops1", "ACTIVE", 2*time.Minute)
+		if got.ID != created.ID || strings.Join(got.Addresses["private"], ",") != strings.Join(firstIP["private"], ",") {
+			t.Errorf("after unshelve: id %s addresses %v, want %s %v", got.ID, got.Addresses, created.ID, firstIP)
+		}
+		// The app container was committed at shelve, so its files came back.
+		if out := dockerExec(t, appContainer(t, s, created.ID), "cat", "/www/snap.txt"); strings.TrimSpace(out) != "snapshot-content" {
+			t.Errorf("file after unshelve = %q, want snapshot-content", out)
+		}
+	})
 	t.Run("instance actions record every step", func(t *testing.T) {
 		var actions []struct {
 			Action string `json:"Action"`
@@ -145,7 +167,7 @@ func TestComputeOperations(t *testing.T) {
 		for _, a := range actions {
 			names = append(names, a.Action)
 		}
-		for _, want := range []string{"create", "pause", "unpause", "suspend", "resume", "reboot", "resize", "confirmResize", "rebuild", "createImage", "createBackup"} {
+		for _, want := range []string{"create", "pause", "unpause", "suspend", "resume", "reboot", "resize", "confirmResize", "rebuild", "createImage", "createBackup", "shelve", "unshelve"} {
 			if !strings.Contains(","+strings.Join(names, ",")+",", ","+want+",") {
 				t.Errorf("instance actions %v lack %s", names, want)
 			}
