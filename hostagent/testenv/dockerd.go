@@ -81,27 +81,46 @@ func (d *Dockerd) start(t *testing.T, liveRestore bool) {
 	if liveRestore {
 		args = append(args, "--live-restore")
 	}
-	d.cmd = exec.Command("dockerd", args...)
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatalf("start dockerd: %v", err)
-	}
-	d.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(d.cmd, d.done)
 	cli, err := client.NewClientWithOpts(client.WithHost("unix://"+d.Socket), client.WithAPIVersionNegotiation())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	// A give-up time, not a speed goal: a daemon that comes up without
-	// live restore first stops every container it finds running.
-	Eventually(t, 5*time.Minute, "private dockerd up", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err := cli.Ping(ctx)
-		return err == nil
-	})
+	// A daemon that exits while starting (on a loaded machine dockerd
+	// gives up on its containerd after a fixed wait) is started again, as
+	// systemd's Restart= does on a host.
+	for attempt := 1; ; attempt++ {
+		d.cmd = exec.Command("dockerd", args...)
+		d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+		d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+		if err := d.cmd.Start(); err != nil {
+			t.Fatalf("start dockerd: %v", err)
+		}
+		d.done = make(chan struct{})
+		go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(d.cmd, d.done)
+		exited := false
+		// A give-up time, not a speed goal: a daemon that comes up without
+		// live restore first stops every container it finds running.
+		Eventually(t, 5*time.Minute, "private dockerd up", func() bool {
+			select {
+			case <-d.done:
+				exited = true
+				return true
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_, err := cli.Ping(ctx)
+			return err == nil
+		})
+		if !exited {
+			return
+		}
+		if attempt == 3 {
+			t.Fatalf("dockerd exited while starting, %d times", attempt)
+		}
+		t.Logf("dockerd exited while starting (%s); starting it again", d.cmd.ProcessState)
+	}
 }
 
 // stop sends TERM (by PID) and waits for the daemon to exit.
