@@ -20,8 +20,12 @@ import (
 // fix is pending; the HTTP fuzz driver logs matching answers instead of
 // failing on them. Delete an entry together with its fix: from then on the
 // same answer fails the tests.
-// (None open now: B1–B10 are fixed, and docs/reliability.md lists them.)
-var knownBugs = map[string]string{}
+var knownBugs = map[string]string{
+	"B11": "hostagent/region: GET /v2.1/servers/{id}/diagnostics racing a stop of the same server: the agent, tearing " +
+		"the set's port down, answers 500 (\"counters of port …: find bv…: Link not found\") and region relays it as " +
+		"503 serviceUnavailable \"Unexpected API Error\"; Nova answers 409 (the instance is not running). The agent " +
+		"should answer 409 for a set that is stopping or stopped, and region check task_state as well as vm_state",
+}
 
 // knownBug skips the test as a reproduction of a known bug, or fails it
 // when the bug is no longer listed (it was fixed, and came back).
@@ -42,6 +46,10 @@ func knownBug(t *testing.T, id, repro string) {
 // /v2/images/.. to the registry's /v2; B2, net/http's text 416 for a bad
 // Range, was fixed by imagesvc parsing Range as Glance does.)
 func matchKnownBug(q fuzzReq, code int, body []byte) string {
+	if _, ok := knownBugs["B11"]; ok && q.r.svc == compute && strings.HasSuffix(q.r.path, "/diagnostics") &&
+		code == http.StatusServiceUnavailable && bytes.Contains(body, []byte("Unexpected API Error")) {
+		return "B11"
+	}
 	return ""
 }
 
@@ -53,11 +61,7 @@ var badPathValues = []string{"%00", "a%00b", "%ff%fe", "%c0%80", "%ed%a0%80"}
 // resources), as demo and, for reads, as admin: every answer is below 500
 // and in its service's fault shape (A6, C1).
 func TestBadPathParams(t *testing.T) {
-	s := stack(t)
-	demo := token(t, s, devstack.UserDemo)
-	before := serverIDs(t, s, demo)
-	fx := setupFixtures(t, s)
-	t.Cleanup(func() { cleanupFuzz(t, s, demo, before) })
+	s, demo, fx := fuzzStack(t)
 	f := &fuzzer{s: s, fx: fx, problems: map[string]string{}, counts: map[string]int{},
 		toks: map[string]string{devstack.UserDemo: demo, devstack.UserAdmin: token(t, s, devstack.UserAdmin)}}
 	known := map[string][]string{}
@@ -189,11 +193,7 @@ func TestImageRangeFault(t *testing.T) {
 // body of the three APIs: each is refused below 500, in the service's
 // fault shape (A6).
 func TestNULInBodies(t *testing.T) {
-	s := stack(t)
-	demo := token(t, s, devstack.UserDemo)
-	before := serverIDs(t, s, demo)
-	fx := setupFixtures(t, s)
-	t.Cleanup(func() { cleanupFuzz(t, s, demo, before) })
+	s, demo, fx := fuzzStack(t)
 	v := fx.vals
 	const nul = `a\u0000b`
 	cases := []struct {
@@ -250,8 +250,6 @@ func TestNULInBodies(t *testing.T) {
 		}
 		t.Errorf("%s (%s)", line, why)
 	}
-	// Clean up what was accepted.
-	cleanupFuzz(t, s, demo, before)
 	if len(known) > 0 && !t.Failed() {
 		var ids, repro []string
 		for id, lines := range known {
@@ -282,11 +280,7 @@ var bigValue = strings.Repeat("x", 40000)
 // (it would never get one) fails the test; region and imagesvc are then
 // restarted so the connections it wedged do not haunt later tests.
 func TestLargeInvalidValues(t *testing.T) {
-	s := stack(t)
-	demo := token(t, s, devstack.UserDemo)
-	before := serverIDs(t, s, demo)
-	fx := setupFixtures(t, s)
-	t.Cleanup(func() { cleanupFuzz(t, s, demo, before) })
+	s, demo, fx := fuzzStack(t)
 	v, x := fx.vals, bigValue
 	type probeCase struct {
 		svc          svc
@@ -461,4 +455,16 @@ func admitHTTP(t *testing.T, s *devstack.Stack, tok string) {
 			"security_group_id": g.ID, "direction": "ingress", "protocol": "tcp", "port_range_min": 80, "port_range_max": 80,
 			"remote_ip_prefix": "0.0.0.0/0"}}, 201, 409)
 	}
+}
+
+// fuzzStack is the stack, demo's token and the fuzz driver's fixtures; the
+// servers the test boots are deleted when it ends.
+func fuzzStack(t *testing.T) (*devstack.Stack, string, fixtures) {
+	t.Helper()
+	s := stack(t)
+	demo := token(t, s, devstack.UserDemo)
+	before := serverIDs(t, s, demo)
+	fx := setupFixtures(t, s)
+	t.Cleanup(func() { cleanupFuzz(t, s, demo, before) })
+	return s, demo, fx
 }

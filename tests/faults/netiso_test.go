@@ -35,7 +35,7 @@ func probeHTTP(t *testing.T, s *devstack.Stack, fromServer, ip string) error {
 // restarted and PostgreSQL is restarted. Server a sits alone in a
 // security group that admits only its members, with a2: a2 reaches a's
 // HTTP port; b (demo, default group) and c (alt's project) never do, before
-// and after the faults. Every set has its own PID and mount namespaces:
+// and after the faults (c not once after them). Every set has its own PID and mount namespaces:
 // a's app sees exactly the processes of its own PID namespace, and a file
 // b writes is not visible in a.
 func TestIsolationAfterFaults(t *testing.T) {
@@ -77,7 +77,10 @@ func TestIsolationAfterFaults(t *testing.T) {
 	}
 	ip := serverIP(t, s, demo, a)
 
-	check := func(when string) {
+	// strict: c must never get through, not even while flows settle
+	// (before the first check a is still in demo's default group, which
+	// other tests may have opened to tcp/80 from anywhere).
+	check := func(when string, strict bool) {
 		t.Helper()
 		// Wait for the hosts' flows to follow (the port change, or the
 		// faults); then the matrix must hold as a whole.
@@ -94,7 +97,7 @@ func TestIsolationAfterFaults(t *testing.T) {
 				t.Errorf("%s: a2 → a: %v (want an answer); b → a: %v, c (alt) → a: %v (want no answer)", when, okA2, errB, errC)
 				return
 			}
-			if errC == nil {
+			if errC == nil && strict {
 				// Never, not even while flows settle: another project's
 				// server reached a's port.
 				t.Errorf("%s: alt's server %s reached demo's %s (%s) over HTTP", when, c, a, ip)
@@ -103,7 +106,7 @@ func TestIsolationAfterFaults(t *testing.T) {
 			time.Sleep(time.Second)
 		}
 	}
-	check("before the faults")
+	check("before the faults", false)
 
 	if err := s.KillService(devstack.ServiceHostAgent, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -112,7 +115,7 @@ func TestIsolationAfterFaults(t *testing.T) {
 	t.Logf("agent back in %s", restart(t, s, devstack.ServiceHostAgent).Round(time.Millisecond))
 	t.Logf("postgres back in %s", restart(t, s, devstack.ServicePostgres).Round(time.Millisecond))
 	settle(t, s, settleBound)
-	check("after agent SIGKILL and PostgreSQL restart")
+	check("after agent SIGKILL and PostgreSQL restart", true)
 
 	// Containers: a's app sees only its own PID namespace's processes, and
 	// a file in b is not in a.
