@@ -38,7 +38,7 @@ type Flavor struct {
 	Links       []Link   `json:"links"`
 	Description **string `json:"description,omitempty"` // 2.55+, null when unset
 	// ExtraSpecs appear in the flavor body from 2.61.
-	ExtraSpecs map[string]string `json:"extra_specs,omitempty"`
+	ExtraSpecs *map[string]string `json:"extra_specs,omitempty"`
 }
 
 // FlavorBrief is a flavor in GET /flavors (no detail).
@@ -126,6 +126,8 @@ type Server struct {
 	Description **string `json:"description,omitempty"`
 	// Tags are shown from 2.26.
 	Tags *[]string `json:"tags,omitempty"`
+	// TrustedCerts are shown (always null in Berth) from 2.63.
+	TrustedCerts **[]string `json:"trusted_image_certificates,omitempty"`
 }
 
 // EmbeddedFlavor is a server's flavor from microversion 2.47: the flavor
@@ -183,6 +185,7 @@ type ServerCreate struct {
 	Description      *string            `json:"description,omitempty"`
 	Tags             []string           `json:"tags,omitempty"`
 	HostName         string             `json:"hostname,omitempty"`
+	TrustedCerts     *[]string          `json:"trusted_image_certificates,omitempty"` // 2.63
 }
 
 // Personality is a file injected at boot (deprecated in Nova 2.57).

@@ -3,8 +3,10 @@ package compute
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -206,14 +208,19 @@ func (a *API) rebuild(w http.ResponseWriter, r *http.Request, c store.Caller, id
 		Personality       []schema.Personality `json:"personality"`
 		Description       *string              `json:"description"`
 		KeyName           *string              `json:"key_name"`
+		UserData          *string              `json:"user_data"`
+		TrustedCerts      *[]string            `json:"trusted_image_certificates"`
 	}
 	if err := decodeArg("rebuild", arg, &body); err != nil {
 		return err
 	}
 	mv := versionOf(r.Context())
 	for field, unexpected := range map[string]bool{
-		"description": body.Description != nil && mv.Less(Microversion{2, 19}),
-		"key_name":    body.KeyName != nil && mv.Less(Microversion{2, 54}),
+		"description":                body.Description != nil && mv.Less(Microversion{2, 19}),
+		"key_name":                   body.KeyName != nil && mv.Less(Microversion{2, 54}),
+		"user_data":                  body.UserData != nil && mv.Less(Microversion{2, 57}),
+		"personality":                body.Personality != nil && mv.AtLeast(Microversion{2, 57}),
+		"trusted_image_certificates": body.TrustedCerts != nil && mv.Less(Microversion{2, 63}),
 	} {
 		if unexpected {
 			return apierr.Invalidf("Invalid input for field/attribute rebuild. Additional properties are not allowed ('%s' was unexpected)", field)
@@ -221,6 +228,17 @@ func (a *API) rebuild(w http.ResponseWriter, r *http.Request, c store.Caller, id
 	}
 	if body.Description != nil && utf8.RuneCountInString(*body.Description) > 255 {
 		return apierr.Invalidf("Invalid input for field/attribute description. It must be at most 255 characters long.")
+	}
+	if err := noTrustedCerts(body.TrustedCerts); err != nil {
+		return err
+	}
+	if body.UserData != nil && *body.UserData != "" {
+		if len(*body.UserData) > 65535 {
+			return apierr.Invalidf("User data too large. User data must be no larger than 65535 bytes once base64 encoded.")
+		}
+		if _, err := base64.StdEncoding.DecodeString(*body.UserData); err != nil {
+			return apierr.Invalidf("User data needs to be valid base 64.")
+		}
 	}
 	if body.ImageRef == "" {
 		return apierr.Invalidf("Invalid input for field/attribute rebuild. 'imageRef' is a required property.")
@@ -244,7 +262,7 @@ func (a *API) rebuild(w http.ResponseWriter, r *http.Request, c store.Caller, id
 		return apierr.Invalidf("Flavor's memory or disk is too small for requested image.")
 	}
 	t := store.Rebuild(img.ID, img.DockerImageID, name)
-	if body.Description != nil || body.KeyName != nil {
+	if body.Description != nil || body.KeyName != nil || body.UserData != nil {
 		// key_name null removes the key; a name replaces it (2.54).
 		keyChange, keyName, keys := body.KeyName != nil, "", ""
 		if body.KeyName != nil && *body.KeyName != "" {
@@ -263,11 +281,15 @@ func (a *API) rebuild(w http.ResponseWriter, r *http.Request, c store.Caller, id
 					return err
 				}
 			}
+			// user_data (2.57; null removes it) is what the rebuilt app
+			// container's first start runs, as on create.
 			_, err := tx.ExecContext(ctx, `UPDATE servers SET
 				description = CASE WHEN $2 THEN $3 ELSE description END,
 				key_name = CASE WHEN $4 THEN NULLIF($5, '') ELSE key_name END,
-				authorized_keys = CASE WHEN $4 THEN NULLIF($6, '') ELSE authorized_keys END
-				WHERE id = $1`, s.ID, body.Description != nil, body.Description, keyChange, keyName, keys)
+				authorized_keys = CASE WHEN $4 THEN NULLIF($6, '') ELSE authorized_keys END,
+				user_data = CASE WHEN $7 THEN NULLIF($8, '') ELSE user_data END
+				WHERE id = $1`, s.ID, body.Description != nil, body.Description, keyChange, keyName, keys,
+				body.UserData != nil, deref(body.UserData))
 			return err
 		}
 	}
@@ -333,6 +355,7 @@ type actionView struct {
 	StartTime    string      `json:"start_time"`
 	UserID       string      `json:"user_id"`
 	Events       []eventView `json:"events,omitempty"`
+	UpdatedAt    *string     `json:"updated_at,omitempty"` // 2.58
 }
 
 type eventView struct {
@@ -341,6 +364,8 @@ type eventView struct {
 	FinishTime *string `json:"finish_time"`
 	Result     *string `json:"result"`
 	Traceback  *string `json:"traceback"`
+	Host       *string `json:"host,omitempty"`   // 2.62, admin
+	HostID     *string `json:"hostId,omitempty"` // 2.62
 }
 
 func viewAction(act store.Action, withEvents bool) actionView {
@@ -375,16 +400,106 @@ func viewAction(act store.Action, withEvents bool) actionView {
 }
 
 func (a *API) listInstanceActions(w http.ResponseWriter, r *http.Request) error {
-	acts, err := a.cfg.Store.ListActions(r.Context(), caller(r).Scope, mux.Vars(r)["id"], versionOf(r.Context()).AtLeast(Microversion{2, 21}))
+	mv := versionOf(r.Context())
+	acts, err := a.cfg.Store.ListActions(r.Context(), caller(r).Scope, mux.Vars(r)["id"], mv.AtLeast(Microversion{2, 21}))
 	if err != nil {
 		return err
 	}
+	body := map[string]any{}
+	if mv.AtLeast(Microversion{2, 58}) {
+		if acts, body, err = a.pageActions(r, acts); err != nil {
+			return err
+		}
+	}
 	out := make([]actionView, len(acts))
 	for i, act := range acts {
-		out[i] = viewAction(act, false)
+		out[i] = a.actionView(r, act, false)
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"instanceActions": out})
+	body["instanceActions"] = out
+	httpx.WriteJSON(w, http.StatusOK, body)
 	return nil
+}
+
+// pageActions applies 2.58's limit, marker (a request id) and
+// changes-since and 2.66's changes-before (on updated_at) to a server's
+// actions, newest first, and adds the next link of a full page.
+func (a *API) pageActions(r *http.Request, acts []store.Action) ([]store.Action, map[string]any, error) {
+	q := r.URL.Query()
+	limit, marker, err := pageParams(q)
+	if err != nil {
+		return nil, nil, err
+	}
+	since, before, err := changesWindow(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	if marker != "" {
+		i := slices.IndexFunc(acts, func(x store.Action) bool { return x.RequestID == marker })
+		if i < 0 {
+			return nil, nil, apierr.Invalidf("Marker %s could not be found.", marker)
+		}
+		acts = acts[i+1:]
+	}
+	acts = slices.DeleteFunc(slices.Clone(acts), func(x store.Action) bool {
+		return since != nil && x.UpdatedAt.Before(*since) || before != nil && x.UpdatedAt.After(*before)
+	})
+	body := map[string]any{}
+	if len(acts) > limit {
+		acts = acts[:limit]
+	}
+	if len(acts) > 0 && len(acts) == limit && q.Get("limit") != "" {
+		body["links"] = nextLink(a.baseURL(r), r.URL.Path, q, acts[len(acts)-1].RequestID)
+	}
+	return acts, body, nil
+}
+
+// changesWindow reads changes-since and (2.66) changes-before; before
+// earlier than since is 400, as in Nova.
+func changesWindow(r *http.Request) (since, before *time.Time, err error) {
+	q := r.URL.Query()
+	for key, dst := range map[string]**time.Time{"changes-since": &since, "changes-before": &before} {
+		s := q.Get(key)
+		if s == "" {
+			continue
+		}
+		if key == "changes-before" && versionOf(r.Context()).Less(Microversion{2, 66}) {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			return nil, nil, apierr.Invalidf("Invalid input for query parameters %s. Value: %s. It must be an ISO 8601 date-time.", key, s)
+		}
+		*dst = &t
+	}
+	if since != nil && before != nil && before.Before(*since) {
+		return nil, nil, apierr.Invalidf("The value of changes-since must be less than or equal to changes-before.")
+	}
+	return since, before, nil
+}
+
+// actionView renders an action at the request's microversion.
+func (a *API) actionView(r *http.Request, act store.Action, withEvents bool) actionView {
+	v := viewAction(act, withEvents)
+	mv := versionOf(r.Context())
+	if mv.AtLeast(Microversion{2, 58}) {
+		u := act.UpdatedAt.UTC().Format(usageFormat)
+		v.UpdatedAt = &u
+	}
+	if mv.AtLeast(Microversion{2, 62}) {
+		admin := identity(r.Context()).IsAdmin()
+		for i, e := range act.Events {
+			if i >= len(v.Events) {
+				break
+			}
+			h := hostID(act.ProjectID, e.Host.String)
+			v.Events[i].HostID = &h
+			if admin {
+				host := e.Host.String
+				v.Events[i].Host = &host
+			}
+		}
+	}
+	return v
 }
 
 func (a *API) showInstanceAction(w http.ResponseWriter, r *http.Request) error {
@@ -399,7 +514,7 @@ func (a *API) showInstanceAction(w http.ResponseWriter, r *http.Request) error {
 	admin := identity(r.Context()).IsAdmin()
 	for _, act := range acts {
 		if act.RequestID == vars["req"] {
-			v := viewAction(act, admin || mv.AtLeast(Microversion{2, 51}))
+			v := a.actionView(r, act, admin || mv.AtLeast(Microversion{2, 51}))
 			if !admin {
 				for i := range v.Events {
 					v.Events[i].Traceback = nil
@@ -441,12 +556,29 @@ func (a *API) move(evacuate bool) actionFunc {
 				return apierr.Invalidf("Berth cannot set a password on evacuate; use changePassword.")
 			}
 			host = body.Host
+		} else if versionOf(r.Context()).AtLeast(Microversion{2, 56}) && string(arg) != "null" {
+			// 2.56: {"host": "name"} names the target (null: the scheduler's).
+			var body struct {
+				Host *string `json:"host"`
+			}
+			if err := decodeArg(name, arg, &body); err != nil {
+				return err
+			}
+			if body.Host != nil {
+				host = *body.Host
+				if host == "" {
+					return apierr.Invalidf("Invalid input for field/attribute host. It must be 1 to 255 characters long.")
+				}
+			}
 		} else if !isNullArg(arg) {
 			return apierr.Invalidf("Invalid input for field/attribute migrate. Value: %s. None is required.", string(arg))
 		}
 		srv, err := a.cfg.Store.FindServer(r.Context(), c.Scope, id)
 		if err != nil {
 			return err
+		}
+		if !evacuate && host != "" && host == srv.Host.String {
+			return apierr.Invalidf("The target host can't be the same one.")
 		}
 		candidates, _, err := a.rank(r.Context(), scheduler.Request{VCPUs: srv.VCPUs, MemoryMB: srv.RAMMB,
 			DiskGB: srv.DiskGB, ForceHost: host, Now: time.Now(), Grace: a.cfg.HostGrace})
@@ -469,4 +601,21 @@ func (a *API) move(evacuate bool) actionFunc {
 		}
 		return nil
 	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// noTrustedCerts: 2.63's trusted_image_certificates ask for image
+// signature verification, which imagesvc does not do; an empty list or
+// null asks for nothing.
+func noTrustedCerts(certs *[]string) error {
+	if certs != nil && len(*certs) > 0 {
+		return apierr.Invalidf("Image signature certificate validation is not supported: imagesvc does not sign images.")
+	}
+	return nil
 }

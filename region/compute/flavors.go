@@ -62,7 +62,18 @@ func (a *API) flavorView(r *http.Request, f *store.Flavor) schema.Flavor {
 		ID: f.ID, Name: f.Name, RAM: f.RAMMB, VCPUs: f.VCPUs, Disk: f.DiskGB,
 		Ephemeral: f.EphemeralGB, Swap: swap, RxTxFactor: f.RxTxFactor, IsPublic: f.IsPublic,
 		Disabled: f.Disabled, Links: a.flavorLinks(r, f.ID), Description: flavorDescription(r, f),
+		ExtraSpecs: flavorSpecs(r, f),
 	}
+}
+
+// flavorSpecs are in the flavor body from 2.61 (Nova's default policy
+// lets everyone read extra specs).
+func flavorSpecs(r *http.Request, f *store.Flavor) *map[string]string {
+	if versionOf(r.Context()).Less(Microversion{2, 61}) {
+		return nil
+	}
+	m := f.Specs()
+	return &m
 }
 
 // flavorDescription is shown (null when unset) from 2.55.

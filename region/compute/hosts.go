@@ -111,6 +111,9 @@ func (a *API) listHypervisors(detail bool) handlerFunc {
 		out := make([]map[string]any, len(hs))
 		for i := range hs {
 			out[i] = a.hypervisorView(r, &hs[i], detail)
+			if err := a.withServers(r, &hs[i], out[i]); err != nil {
+				return err
+			}
 		}
 		body["hypervisors"] = out
 		httpx.WriteJSON(w, http.StatusOK, body)
@@ -131,7 +134,11 @@ func (a *API) showHypervisor(w http.ResponseWriter, r *http.Request) error {
 		}
 		for i := range hs {
 			if !v253 && (strconv.FormatInt(hs[i].ID, 10) == id || hs[i].Name == id) || v253 && hostUUID(hs[i].Name) == id {
-				httpx.WriteJSON(w, http.StatusOK, map[string]any{"hypervisor": a.hypervisorView(r, &hs[i], true)})
+				v := a.hypervisorView(r, &hs[i], true)
+				if err := a.withServers(r, &hs[i], v); err != nil {
+					return err
+				}
+				httpx.WriteJSON(w, http.StatusOK, map[string]any{"hypervisor": v})
 				return nil
 			}
 		}
@@ -350,5 +357,23 @@ func (a *API) updateServiceByID(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"service": a.serviceView(r, h)})
+	return nil
+}
+
+// withServers adds 2.53's "servers" (name and uuid of each server on the
+// host) when the request asks with_servers=true.
+func (a *API) withServers(r *http.Request, h *store.HostSummary, v map[string]any) error {
+	if versionOf(r.Context()).Less(v253) || !strings.EqualFold(r.URL.Query().Get("with_servers"), "true") {
+		return nil
+	}
+	srvs, err := a.cfg.Store.ListServers(r.Context(), store.ServerFilter{Scope: store.Scope{AllProjects: true}, Host: h.Name})
+	if err != nil {
+		return err
+	}
+	list := make([]map[string]string, len(srvs))
+	for i := range srvs {
+		list[i] = map[string]string{"name": "instance-" + srvs[i].ID, "uuid": srvs[i].ID}
+	}
+	v["servers"] = list
 	return nil
 }

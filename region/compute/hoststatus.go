@@ -72,6 +72,10 @@ func (a *API) laterViewFields(r *http.Request, s *store.Server, v *schema.Server
 		}
 		v.Tags = &tags
 	}
+	if mv.AtLeast(Microversion{2, 63}) {
+		var none *[]string
+		v.TrustedCerts = &none
+	}
 	if mv.AtLeast(Microversion{2, 47}) {
 		specs := map[string]string{}
 		_ = json.Unmarshal(s.ExtraSpecs, &specs)

@@ -117,7 +117,20 @@ func TestMicroversionBehaviour(t *testing.T) {
 		{"floating IP action from 2.44", "POST", sp + "/action", "2.44", map[string]any{"addFloatingIp": map[string]any{"address": "10.0.0.1"}}, 404, "itemNotFound", ""},
 		{"flavor update before 2.55", "PUT", "/flavors/1", "2.54", map[string]any{"flavor": map[string]any{"description": "d"}}, 405, "", ""},
 		{"flavor update from 2.55", "PUT", "/flavors/1", "2.55", map[string]any{"flavor": map[string]any{"description": "d"}}, 200, "flavor", ""},
-		{"more than the max", "GET", "/servers", "2.56", nil, 406, "notAcceptable", ""},
+		{"more than the max", "GET", "/servers", "2.67", nil, 406, "notAcceptable", ""},
+		{"personality from 2.57", "POST", "/servers", "2.57",
+			map[string]any{"server": map[string]any{"name": "n", "imageRef": demoImage, "flavorRef": "1", "networks": "none",
+				"personality": []any{map[string]any{"path": "/a", "contents": ""}}}}, 400, "badRequest", ""},
+		{"trusted certificates", "POST", "/servers", "2.63",
+			map[string]any{"server": map[string]any{"name": "n", "imageRef": demoImage, "flavorRef": "1", "networks": "none",
+				"trusted_image_certificates": []string{"x"}}}, 400, "badRequest", ""},
+		{"changes-before before changes-since", "GET", "/servers?changes-since=2030-01-01T00:00:00Z&changes-before=2029-01-01T00:00:00Z", "2.66", nil, 400, "badRequest", ""},
+		{"group with policies at 2.64", "POST", "/os-server-groups", "2.64",
+			map[string]any{"server_group": map[string]any{"name": "g", "policies": []string{"affinity"}}}, 400, "badRequest", ""},
+		{"rules on affinity", "POST", "/os-server-groups", "2.64",
+			map[string]any{"server_group": map[string]any{"name": "g", "policy": "affinity", "rules": map[string]any{"max_server_per_host": 2}}}, 400, "badRequest", ""},
+		{"group with policy and rules", "POST", "/os-server-groups", "2.64",
+			map[string]any{"server_group": map[string]any{"name": "g", "policy": "anti-affinity", "rules": map[string]any{"max_server_per_host": 2}}}, 200, "server_group", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -150,6 +163,27 @@ func TestMicroversionBehaviour(t *testing.T) {
 	abs := lim["limits"].(map[string]any)["absolute"].(map[string]any)
 	if _, ok := abs["maxImageMeta"]; ok {
 		t.Errorf("2.39 limits still have maxImageMeta: %v", abs)
+	}
+	_, specs := e.raw(t, "GET", "/flavors/1", "2.61", "demo-token", nil)
+	if _, ok := specs["flavor"].(map[string]any)["extra_specs"]; !ok {
+		t.Errorf("2.61 flavor lacks extra_specs: %v", specs)
+	}
+	// Instance actions: paging (2.58), updated_at, event hostId (2.62),
+	// changes-before (2.66).
+	_, page := e.raw(t, "GET", sp+"/os-instance-actions?limit=1", "2.66", "demo-token", nil)
+	acts, _ := page["instanceActions"].([]any)
+	if len(acts) != 1 || page["links"] == nil || acts[0].(map[string]any)["updated_at"] == nil {
+		t.Errorf("2.66 actions?limit=1 = %v, want one action with updated_at and a next link", page)
+	}
+	_, none2 := e.raw(t, "GET", sp+"/os-instance-actions?changes-before=2000-01-01T00:00:00Z", "2.66", "demo-token", nil)
+	if acts, _ := none2["instanceActions"].([]any); len(acts) != 0 {
+		t.Errorf("actions changed before 2000 = %v, want none", acts)
+	}
+	req := acts[0].(map[string]any)["request_id"].(string)
+	_, one := e.raw(t, "GET", sp+"/os-instance-actions/"+req, "2.62", "admin-token", nil)
+	evs, _ := one["instanceAction"].(map[string]any)["events"].([]any)
+	if len(evs) == 0 || evs[0].(map[string]any)["hostId"] == nil || evs[0].(map[string]any)["host"] == nil {
+		t.Errorf("2.62 action events = %v, want host and hostId", evs)
 	}
 	_, fl := e.raw(t, "GET", "/flavors/1", "2.55", "demo-token", nil)
 	if d := fl["flavor"].(map[string]any)["description"]; d != "d" {

@@ -2,6 +2,7 @@ package compute
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/gorilla/mux"
 
@@ -30,6 +31,14 @@ func (a *API) checkKeypairQuota(r *http.Request, userID, projectID string) error
 // belong to the network API).
 var networkQuota = map[string]bool{"fixed_ips": true, "floating_ips": true, "security_groups": true,
 	"security_group_rules": true, "networks": true}
+
+// droppedQuota: the network quotas are gone from 2.36, the injected-file
+// ones (personality) from 2.57.
+func droppedQuota(r *http.Request, k string) bool {
+	mv := versionOf(r.Context())
+	return networkQuota[k] && mv.AtLeast(v236) ||
+		strings.HasPrefix(k, "injected_file") && mv.AtLeast(v257)
+}
 
 // limits is GET /limits: Nova's absolute limits with the project's usage.
 func (a *API) limits(w http.ResponseWriter, r *http.Request) error {
@@ -64,6 +73,10 @@ func (a *API) limits(w http.ResponseWriter, r *http.Request) error {
 	}
 	if mv.AtLeast(Microversion{2, 39}) {
 		delete(abs, "maxImageMeta")
+	}
+	if mv.AtLeast(v257) {
+		delete(abs, "maxPersonality")
+		delete(abs, "maxPersonalitySize")
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"limits": map[string]any{"rate": []any{}, "absolute": abs}})
 	return nil
@@ -104,7 +117,7 @@ func (a *API) showQuotas(detail, defaults bool) handlerFunc {
 			used = map[string]int{"instances": u.Instances, "cores": u.Cores, "ram": u.RAM, "server_groups": u.ServerGroups}
 		}
 		for k, v := range q {
-			if networkQuota[k] && versionOf(r.Context()).AtLeast(v236) {
+			if droppedQuota(r, k) {
 				continue
 			}
 			if detail {
@@ -133,7 +146,7 @@ func (a *API) updateQuotas(w http.ResponseWriter, r *http.Request) error {
 		if k == "force" {
 			continue
 		}
-		if networkQuota[k] && versionOf(r.Context()).AtLeast(v236) {
+		if droppedQuota(r, k) {
 			return apierr.Invalidf("Invalid input for field/attribute quota_set. Additional properties are not allowed ('%s' was unexpected)", k)
 		}
 		f, ok := v.(float64)

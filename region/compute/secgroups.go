@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/gorilla/mux"
@@ -142,7 +143,8 @@ func (a *API) createNovaRule(w http.ResponseWriter, r *http.Request) error {
 	}
 	rule := store.Rule{ID: uuid.NewString(), GroupID: b.ParentGroupID, Direction: "ingress", Ethertype: "IPv4"}
 	if b.IPProtocol != "" {
-		p, ok := map[string]string{"tcp": "tcp", "udp": "udp", "icmp": "icmp"}[b.IPProtocol]
+		// Nova takes the protocol in any case ("TCP").
+		p, ok := map[string]string{"tcp": "tcp", "udp": "udp", "icmp": "icmp"}[strings.ToLower(b.IPProtocol)]
 		if !ok {
 			return apierr.Invalidf("Invalid IP protocol %s.", b.IPProtocol)
 		}

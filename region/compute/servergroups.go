@@ -1,6 +1,7 @@
 package compute
 
 import (
+	"encoding/json"
 	"net/http"
 
 	"github.com/google/uuid"
@@ -18,14 +19,24 @@ func (a *API) groupView(r *http.Request, g *store.ServerGroup) map[string]any {
 	if versionOf(r.Context()).AtLeast(Microversion{2, 13}) {
 		v["project_id"], v["user_id"] = g.ProjectID, g.UserID
 	}
+	if versionOf(r.Context()).AtLeast(v264) {
+		// 2.64: one "policy" and its "rules"; no policies, no metadata.
+		rules := map[string]any{}
+		_ = json.Unmarshal(g.Rules, &rules)
+		delete(v, "policies")
+		delete(v, "metadata")
+		v["policy"], v["rules"] = g.Policy, rules
+	}
 	return v
 }
 
 func (a *API) createServerGroup(w http.ResponseWriter, r *http.Request) error {
 	var body struct {
 		Group *struct {
-			Name     string   `json:"name"`
-			Policies []string `json:"policies"`
+			Name     string          `json:"name"`
+			Policies []string        `json:"policies"`
+			Policy   *string         `json:"policy"`
+			Rules    json.RawMessage `json:"rules"`
 		} `json:"server_group"`
 	}
 	if err := httpx.DecodeJSON(w, r, httpx.MaxBodyBytes, true, &body); err != nil {
@@ -37,6 +48,19 @@ func (a *API) createServerGroup(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err := validName("name", g.Name); err != nil {
 		return err
+	}
+	var rules []byte
+	if versionOf(r.Context()).AtLeast(v264) {
+		if g.Policies != nil || g.Policy == nil {
+			return apierr.Invalidf("Invalid input for field/attribute server_group. 'policy' is a required property (and 'policies' is not allowed).")
+		}
+		g.Policies = []string{*g.Policy}
+		var err error
+		if rules, err = groupRules(*g.Policy, g.Rules); err != nil {
+			return err
+		}
+	} else if g.Policy != nil || g.Rules != nil {
+		return apierr.Invalidf("Additional properties are not allowed ('policy', 'rules' are for microversion 2.64 and later)")
 	}
 	if len(g.Policies) != 1 {
 		return apierr.Invalidf("Invalid input for field/attribute policies. It must hold exactly one policy.")
@@ -50,7 +74,8 @@ func (a *API) createServerGroup(w http.ResponseWriter, r *http.Request) error {
 	}
 	id := identity(r.Context())
 	out, err := a.cfg.Store.CreateServerGroup(r.Context(), store.ServerGroup{
-		ID: uuid.NewString(), ProjectID: id.ProjectID, UserID: id.UserID, Name: g.Name, Policy: g.Policies[0]})
+		ID: uuid.NewString(), ProjectID: id.ProjectID, UserID: id.UserID, Name: g.Name, Policy: g.Policies[0],
+		Rules: rules})
 	if err != nil {
 		return err
 	}
@@ -91,4 +116,27 @@ func (a *API) deleteServerGroup(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// groupRules checks 2.64's rules: only anti-affinity has one,
+// max_server_per_host, a positive integer (the scheduler lets that many
+// members share a host).
+func groupRules(policy string, raw json.RawMessage) ([]byte, error) {
+	if len(raw) == 0 || string(raw) == "null" || string(raw) == "{}" {
+		return nil, nil
+	}
+	if policy != scheduler.AntiAffinity {
+		return nil, apierr.Invalidf("Only anti-affinity policy supports rules.")
+	}
+	var rules map[string]json.RawMessage
+	if json.Unmarshal(raw, &rules) != nil {
+		return nil, apierr.Invalidf("Invalid input for field/attribute rules. It must be an object.")
+	}
+	for k, v := range rules {
+		var n int
+		if k != "max_server_per_host" || json.Unmarshal(v, &n) != nil || n < 1 {
+			return nil, apierr.Invalidf("Invalid input for field/attribute rules. Only max_server_per_host, a positive integer, is allowed.")
+		}
+	}
+	return raw, nil
 }

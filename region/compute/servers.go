@@ -137,9 +137,11 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 	}
 	v := versionOf(r.Context())
 	for field, unexpected := range map[string]bool{
-		"description": sc.Description != nil && v.Less(Microversion{2, 19}),
-		"tags":        sc.Tags != nil && v.Less(Microversion{2, 52}),
-		"hostname":    sc.HostName != "" && v.Less(Microversion{2, 90}),
+		"description":                sc.Description != nil && v.Less(Microversion{2, 19}),
+		"tags":                       sc.Tags != nil && v.Less(Microversion{2, 52}),
+		"hostname":                   sc.HostName != "" && v.Less(Microversion{2, 90}),
+		"personality":                sc.Personality != nil && v.AtLeast(Microversion{2, 57}),
+		"trusted_image_certificates": sc.TrustedCerts != nil && v.Less(Microversion{2, 63}),
 	} {
 		if unexpected {
 			return apierr.Invalidf("Additional properties are not allowed ('%s' was unexpected)", field)
@@ -149,6 +151,9 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 		return apierr.Invalidf("Invalid input for field/attribute description. It must be at most 255 characters long.")
 	}
 	if err := validTags(sc.Tags); err != nil {
+		return err
+	}
+	if err := noTrustedCerts(sc.TrustedCerts); err != nil {
 		return err
 	}
 	switch {
@@ -396,12 +401,8 @@ func (a *API) listServers(detail bool) handlerFunc {
 			}
 			f.Status = &sf
 		}
-		if s := q.Get("changes-since"); s != "" {
-			t, err := time.Parse(time.RFC3339, s)
-			if err != nil {
-				return apierr.Invalidf("Invalid input for query parameters changes-since. Value: %s. It must be an ISO 8601 date-time.", s)
-			}
-			f.ChangesSince = &t
+		if f.ChangesSince, f.ChangesBefore, err = changesWindow(r); err != nil {
+			return err
 		}
 		srvs, err := a.cfg.Store.ListServers(r.Context(), f)
 		if err != nil {

@@ -29,7 +29,7 @@ func (v Microversion) AtLeast(o Microversion) bool { return !v.Less(o) }
 // every microversion up to it is really implemented (docs/api.md).
 var (
 	MinVersion = Microversion{2, 1}
-	MaxVersion = Microversion{2, 55}
+	MaxVersion = Microversion{2, 66}
 )
 
 const versionUpdated = "2013-07-23T11:33:21Z"
@@ -139,4 +139,6 @@ var (
 	v226 = Microversion{2, 26}
 	v236 = Microversion{2, 36}
 	v253 = Microversion{2, 53}
+	v257 = Microversion{2, 57}
+	v264 = Microversion{2, 64}
 )

@@ -118,6 +118,10 @@ func TestPortUpdatesAndRevisions(t *testing.T) {
 	if err != nil || sn2.RevisionNumber != sn.RevisionNumber+1 {
 		t.Errorf("subnet revision %d -> %+v (%v), want +1", sn.RevisionNumber, sn2, err)
 	}
+	staleSub := sn.RevisionNumber
+	if _, err := subnets.Update(ctx, demo, sn.ID, subnets.UpdateOpts{Name: &sname, RevisionNumber: &staleSub}).Extract(); code(err) != 412 {
+		t.Errorf("subnet update at a stale revision: %v, want 412", err)
+	}
 	nn := "pnet2"
 	n2, err := networks.Update(ctx, demo, n.ID, networks.UpdateOpts{Name: &nn}).Extract()
 	if err != nil || n2.RevisionNumber != n.RevisionNumber+1 {

@@ -340,10 +340,14 @@ func (s *Store) UpdateSubnet(ctx context.Context, sc Scope, id string, ch Subnet
 	if ch.Gateway != nil {
 		gw = *ch.Gateway
 	}
-	if _, err := s.db.ExecContext(ctx, `UPDATE subnets SET name = coalesce($2, name), description = coalesce($3, description),
-		dns_nameservers = coalesce($4, dns_nameservers), enable_dhcp = coalesce($5, enable_dhcp),
-		gateway_ip = CASE WHEN $6 THEN $7::inet ELSE gateway_ip END, updated_at = now() WHERE id = $1`,
-		id, name, desc, dnsJSON, ch.EnableDHCP, ch.Gateway != nil, gw); err != nil {
+	// In a transaction of its own so an If-Match revision (s.tx) holds it.
+	if err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE subnets SET name = coalesce($2, name), description = coalesce($3, description),
+			dns_nameservers = coalesce($4, dns_nameservers), enable_dhcp = coalesce($5, enable_dhcp),
+			gateway_ip = CASE WHEN $6 THEN $7::inet ELSE gateway_ip END, updated_at = now() WHERE id = $1`,
+			id, name, desc, dnsJSON, ch.EnableDHCP, ch.Gateway != nil, gw)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	return s.FindSubnet(ctx, sc, id)

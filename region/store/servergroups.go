@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -107,10 +108,14 @@ func (s *Store) DeleteServerGroup(ctx context.Context, sc Scope, id string) erro
 // inside the create transaction: the group row lock serializes boots into
 // one group, so two anti-affinity members can never race onto one host.
 func groupCandidates(ctx context.Context, tx *sqlx.Tx, groupID, serverID string, candidates []string) ([]string, error) {
-	var policy string
-	if err := tx.GetContext(ctx, &policy, `SELECT policy FROM server_groups WHERE id = $1 FOR UPDATE`, groupID); err != nil {
+	var g struct {
+		Policy string          `db:"policy"`
+		Rules  json.RawMessage `db:"rules"`
+	}
+	if err := tx.GetContext(ctx, &g, `SELECT policy, rules FROM server_groups WHERE id = $1 FOR UPDATE`, groupID); err != nil {
 		return nil, pgdb.NotFound(err, fmt.Sprintf("Instance group %s could not be found.", groupID))
 	}
+	policy := g.Policy
 	limits, err := quotasOfGroup(ctx, tx, groupID)
 	if err != nil {
 		return nil, err
@@ -136,6 +141,14 @@ func groupCandidates(ctx context.Context, tx *sqlx.Tx, groupID, serverID string,
 	if _, err := tx.ExecContext(ctx, `INSERT INTO server_group_members (server_id, group_id) VALUES ($1, $2)`,
 		serverID, groupID); err != nil {
 		return nil, err
+	}
+	var rules struct {
+		MaxPerHost int `json:"max_server_per_host"`
+	}
+	_ = json.Unmarshal(g.Rules, &rules)
+	if policy == scheduler.AntiAffinity && rules.MaxPerHost > 1 {
+		// 2.64's rule: up to MaxPerHost members on one host.
+		return slices.DeleteFunc(slices.Clone(candidates), func(h string) bool { return members[h] >= rules.MaxPerHost }), nil
 	}
 	return scheduler.ApplyGroup(candidates, policy, members), nil
 }

@@ -315,6 +315,9 @@ type ServerFilter struct {
 	// Tag filters (2.26): all of Tags, any of TagsAny, not all of NotTags,
 	// none of NotTagsAny.
 	Tags, TagsAny, NotTags, NotTagsAny []string
+	// ChangesBefore (2.66) bounds updated_at from above; like
+	// ChangesSince it includes deleted servers.
+	ChangesBefore *time.Time
 }
 
 // ListServers lists live servers, newest first (Nova's created_at desc).
@@ -325,7 +328,11 @@ func (s *Store) ListServers(ctx context.Context, f ServerFilter) ([]Server, erro
 	if f.ChangesSince != nil {
 		// changes-since includes deleted servers, as in Nova.
 		where = append(where, "updated_at >= "+arg(*f.ChangesSince))
-	} else {
+	}
+	if f.ChangesBefore != nil {
+		where = append(where, "updated_at <= "+arg(*f.ChangesBefore))
+	}
+	if f.ChangesSince == nil && f.ChangesBefore == nil {
 		where = append(where, "deleted_at IS NULL")
 	}
 	if !f.Scope.AllProjects {
