@@ -118,6 +118,8 @@ func TestMicroversionBehaviour(t *testing.T) {
 		{"flavor update before 2.55", "PUT", "/flavors/1", "2.54", map[string]any{"flavor": map[string]any{"description": "d"}}, 405, "", ""},
 		{"flavor update from 2.55", "PUT", "/flavors/1", "2.55", map[string]any{"flavor": map[string]any{"description": "d"}}, 200, "flavor", ""},
 		{"more than the max", "GET", "/servers", "2.67", nil, 406, "notAcceptable", ""},
+		{"live migration is refused with its reason", "POST", sp + "/action", "2.1",
+			map[string]any{"os-migrateLive": map[string]any{"host": nil, "block_migration": false, "disk_over_commit": false}}, 501, "notImplemented", ""},
 		{"personality from 2.57", "POST", "/servers", "2.57",
 			map[string]any{"server": map[string]any{"name": "n", "imageRef": demoImage, "flavorRef": "1", "networks": "none",
 				"personality": []any{map[string]any{"path": "/a", "contents": ""}}}}, 400, "badRequest", ""},
