@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 
 	"berth/hostagent/agentapi"
+	"berth/hostagent/observed"
 	"berth/hostagent/testenv"
 	"berth/schema"
 )
@@ -413,4 +415,48 @@ func keys(m map[string]string) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// stopDuringCounters is the host's real counter reader, except that the
+// first read first has the set stopped (its port torn down) and waits for
+// it: the race of a diagnostics call with a stop, made deterministic.
+type stopDuringCounters struct {
+	agentapi.NICs
+	once sync.Once
+	stop func()
+}
+
+func (n *stopDuringCounters) Counters(ctx context.Context, port observed.Port) (schema.NICStats, error) {
+	n.once.Do(n.stop)
+	return n.NICs.Counters(ctx, port)
+}
+
+// TestDiagnosticsRacingStop: diagnostics whose set is stopped while its
+// counters are read answer 409, as Nova does for an instance that is not
+// running, never a 500 (known bug B11 of the faults suite).
+func TestDiagnosticsRacingStop(t *testing.T) {
+	h := testenv.NewHost(t, testenv.HostOptions{})
+	s := testenv.NewSet(t, h.Cli, 41)
+	h.Converge(t, []schema.DesiredSet{s}, "set up", testenv.Running(s.ID))
+	nics := &stopDuringCounters{NICs: h.Net}
+	nics.stop = func() {
+		stopped := s
+		stopped.State = schema.SetStopped
+		h.Converge(t, []schema.DesiredSet{stopped}, "set stopped", func(r map[string]schema.ObservedSet) bool {
+			return r[s.ID].PowerState == schema.PowerShutdown
+		})
+	}
+	log := slog.New(slog.NewTextHandler(testenv.TestWriter{T: t}, nil))
+	srv := httptest.NewServer(agentapi.New(log, agentapi.Config{
+		Token: h.Images.Token, Sets: h.Rec, NICs: nics, Files: h.Runtime, Docker: h.Cli,
+	}))
+	t.Cleanup(srv.Close)
+	e := &apiEnv{Host: h, srv: srv, token: h.Images.Token}
+	code, body := e.do(t, "GET", s.ID, "diagnostics", nil, nil, "")
+	fault(t, code, body, 409, "conflictingRequest")
+	// Once stopped, the same call is an answer about a stopped set.
+	code, body = e.do(t, "GET", s.ID, "diagnostics", nil, nil, "")
+	if code != 200 || !strings.Contains(string(body), `"state":"shutdown"`) {
+		t.Errorf("diagnostics of the stopped set = %d %s", code, body)
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/pkg/stdcopy"
 
+	"berth/hostagent/observed"
 	"berth/hostagent/reconcile"
 	"berth/hostagent/setspec"
 	"berth/internal/apierr"
@@ -336,11 +337,40 @@ func (s *Server) commit(w http.ResponseWriter, r *http.Request) error {
 
 // diagnostics: GET /diagnostics — CPU, memory and pids of the set's
 // members (summed), the primary app's state and uptime, per-port counters.
+//
+// A read that fails while the set is being stopped, paused or deleted
+// (its port torn down, a container gone between two calls) is a 409, as
+// Nova answers diagnostics of an instance that is not running; only a
+// failure on a set that still should and does run is the agent's own.
 func (s *Server) diagnostics(w http.ResponseWriter, r *http.Request) error {
 	v, app, err := s.target(r)
 	if err != nil && !apierr.Is(err, apierr.Conflict) {
 		return err
 	}
+	d, err := s.readDiagnostics(r.Context(), v, app)
+	if err != nil {
+		if now, napp, terr := s.target(r); terr != nil || !stillRunning(now, napp) || napp.ID != appID(app) {
+			return apierr.Wrap(err, apierr.Conflict, "The set changed state while its diagnostics were read; it is not running now")
+		}
+		return err
+	}
+	return writeJSON(w, http.StatusOK, d)
+}
+
+// stillRunning: the set should run and its primary app does.
+func stillRunning(v reconcile.SetView, app *observed.Container) bool {
+	return v.Desired != nil && v.Desired.State == schema.SetRunning && app != nil && app.Running && !app.Paused
+}
+
+func appID(c *observed.Container) string {
+	if c == nil {
+		return ""
+	}
+	return c.ID
+}
+
+// readDiagnostics gathers the counters of one view of the set.
+func (s *Server) readDiagnostics(ctx context.Context, v reconcile.SetView, app *observed.Container) (schema.Diagnostics, error) {
 	d := schema.Diagnostics{
 		State:      reconcile.PowerState(v.Desired, v.Observed),
 		NICs:       []schema.NICStats{},
@@ -356,11 +386,11 @@ func (s *Server) diagnostics(w http.ResponseWriter, r *http.Request) error {
 		if c.Role == schema.RoleInfra {
 			continue
 		}
-		ictx, cancel := s.call(r.Context())
+		ictx, cancel := s.call(ctx)
 		j, _, err := s.cfg.Docker.ContainerInspectWithRaw(ictx, c.ID, true)
 		cancel()
 		if err != nil {
-			return dockerErr(err, "inspect "+c.Member)
+			return d, dockerErr(err, "inspect "+c.Member)
 		}
 		if j.SizeRw != nil && *j.SizeRw > 0 {
 			d.DiskBytes += uint64(*j.SizeRw)
@@ -368,9 +398,9 @@ func (s *Server) diagnostics(w http.ResponseWriter, r *http.Request) error {
 		if !c.Running {
 			continue
 		}
-		st, err := s.stats(r.Context(), c.ID)
+		st, err := s.stats(ctx, c.ID)
 		if err != nil {
-			return err
+			return d, err
 		}
 		d.CPUTimeNS += st.CPUStats.CPUUsage.TotalUsage
 		d.MemoryBytes += st.MemoryStats.Usage
@@ -383,11 +413,11 @@ func (s *Server) diagnostics(w http.ResponseWriter, r *http.Request) error {
 		for _, p := range v.Desired.Ports {
 			nic := schema.NICStats{MAC: p.MAC}
 			if op := v.Observed.Port(p.ID); op != nil && op.LinkPresent {
-				ctx, cancel := s.call(r.Context())
+				ctx, cancel := s.call(ctx)
 				got, err := s.cfg.NICs.Counters(ctx, *op)
 				cancel()
 				if err != nil {
-					return fmt.Errorf("counters of port %s: %w", p.ID, err)
+					return d, fmt.Errorf("counters of port %s: %w", p.ID, err)
 				}
 				got.MAC = p.MAC
 				nic = got
@@ -395,7 +425,7 @@ func (s *Server) diagnostics(w http.ResponseWriter, r *http.Request) error {
 			d.NICs = append(d.NICs, nic)
 		}
 	}
-	return writeJSON(w, http.StatusOK, d)
+	return d, nil
 }
 
 func (s *Server) stats(ctx context.Context, id string) (container.StatsResponse, error) {

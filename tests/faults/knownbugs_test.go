@@ -20,12 +20,7 @@ import (
 // fix is pending; the HTTP fuzz driver logs matching answers instead of
 // failing on them. Delete an entry together with its fix: from then on the
 // same answer fails the tests.
-var knownBugs = map[string]string{
-	"B11": "hostagent/region: GET /v2.1/servers/{id}/diagnostics racing a stop of the same server: the agent, tearing " +
-		"the set's port down, answers 500 (\"counters of port …: find bv…: Link not found\") and region relays it as " +
-		"503 serviceUnavailable \"Unexpected API Error\"; Nova answers 409 (the instance is not running). The agent " +
-		"should answer 409 for a set that is stopping or stopped, and region check task_state as well as vm_state",
-}
+var knownBugs = map[string]string{}
 
 // knownBug skips the test as a reproduction of a known bug, or fails it
 // when the bug is no longer listed (it was fixed, and came back).
@@ -46,10 +41,6 @@ func knownBug(t *testing.T, id, repro string) {
 // /v2/images/.. to the registry's /v2; B2, net/http's text 416 for a bad
 // Range, was fixed by imagesvc parsing Range as Glance does.)
 func matchKnownBug(q fuzzReq, code int, body []byte) string {
-	if _, ok := knownBugs["B11"]; ok && q.r.svc == compute && strings.HasSuffix(q.r.path, "/diagnostics") &&
-		code == http.StatusServiceUnavailable && bytes.Contains(body, []byte("Unexpected API Error")) {
-		return "B11"
-	}
 	return ""
 }
 
