@@ -127,6 +127,7 @@ func New(cfg Config, extra func(r *mux.Router)) http.Handler {
 	v.Handle("/os-security-groups", a.wrap(until(v236, a.write(a.createNovaGroup)))).Methods(http.MethodPost)
 	v.Handle("/os-security-groups/{id}", a.wrap(until(v236, a.showNovaGroup))).Methods(http.MethodGet)
 	v.Handle("/os-security-groups/{id}", a.wrap(until(v236, a.write(a.deleteNovaGroup)))).Methods(http.MethodDelete)
+	v.Handle("/os-security-groups/{id}", a.wrap(until(v236, a.write(a.updateNovaGroup)))).Methods(http.MethodPut)
 	v.Handle("/os-security-group-rules", a.wrap(until(v236, a.write(a.createNovaRule)))).Methods(http.MethodPost)
 	v.Handle("/os-security-group-rules/{id}", a.wrap(until(v236, a.write(a.deleteNovaRule)))).Methods(http.MethodDelete)
 	v.Handle("/servers/{id}/os-security-groups", a.wrap(a.serverGroups)).Methods(http.MethodGet)
@@ -140,6 +141,7 @@ func New(cfg Config, extra func(r *mux.Router)) http.Handler {
 	v.Handle("/limits", a.wrap(a.limits)).Methods(http.MethodGet)
 	v.Handle("/os-quota-sets/{project}", a.wrap(a.showQuotas(false, false))).Methods(http.MethodGet)
 	v.Handle("/os-quota-sets/{project}", a.wrap(a.updateQuotas)).Methods(http.MethodPut)
+	v.Handle("/os-quota-sets/{project}", a.wrap(a.deleteQuotas)).Methods(http.MethodDelete)
 	v.Handle("/os-quota-sets/{project}/detail", a.wrap(a.showQuotas(true, false))).Methods(http.MethodGet)
 	v.Handle("/os-quota-sets/{project}/defaults", a.wrap(a.showQuotas(false, true))).Methods(http.MethodGet)
 

@@ -1061,6 +1061,13 @@ func TestComputeSecurityGroupProxies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Rename through the proxy; another project's group is 404.
+	if up, err := secgroups.Update(ctx, demo, g.ID, secgroups.UpdateOpts{Name: "web", Description: ptrTo("www")}).Extract(); err != nil || up.Description != "www" {
+		t.Errorf("rename group = %+v, %v; want description www", up, err)
+	}
+	if _, err := secgroups.Update(ctx, e.client("alt-token"), g.ID, secgroups.UpdateOpts{Name: "x", Description: ptrTo("y")}).Extract(); faultCode(err) != 404 {
+		t.Errorf("another project renames the group: %v, want 404", err)
+	}
 	if _, err := secgroups.CreateRule(ctx, demo, secgroups.CreateRuleOpts{ParentGroupID: g.ID, FromPort: 80, ToPort: 80,
 		IPProtocol: "tcp", CIDR: "0.0.0.0/0"}).Extract(); err != nil {
 		t.Fatal(err)
@@ -1240,3 +1247,5 @@ func TestTunnelPeersAndVNI(t *testing.T) {
 		t.Errorf("port VNI = %d, want the network's positive VNI", vni)
 	}
 }
+
+func ptrTo(s string) *string { return &s }

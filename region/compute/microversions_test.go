@@ -160,6 +160,20 @@ func TestMicroversionBehaviour(t *testing.T) {
 	if got, _ := json.Marshal(tags["tags"]); string(got) != `["a","b"]` {
 		t.Errorf("replaced tags = %s, want [a b]", got)
 	}
+	// Quota sets: PUT answers without "id"; DELETE goes back to defaults.
+	code, put := e.raw(t, "PUT", "/os-quota-sets/demo-project", "2.1", "admin-token", map[string]any{"quota_set": map[string]any{"instances": 3}})
+	if qs, _ := put["quota_set"].(map[string]any); code != 200 || qs["instances"] != 3.0 || qs["id"] != nil {
+		t.Errorf("quota PUT = %d %v, want instances 3 and no id", code, put)
+	}
+	if code, _ := e.raw(t, "DELETE", "/os-quota-sets/demo-project", "2.1", "demo-token", nil); code != 403 {
+		t.Errorf("member resets quotas: %d, want 403", code)
+	}
+	if code, _ := e.raw(t, "DELETE", "/os-quota-sets/demo-project", "2.1", "admin-token", nil); code != 202 {
+		t.Errorf("quota DELETE: %d, want 202", code)
+	}
+	if _, got := e.raw(t, "GET", "/os-quota-sets/demo-project", "2.1", "admin-token", nil); got["quota_set"].(map[string]any)["instances"] != 10.0 {
+		t.Errorf("quotas after DELETE = %v, want the default 10 instances", got)
+	}
 	// Limits and flavor descriptions.
 	_, lim := e.raw(t, "GET", "/limits", "2.39", "demo-token", nil)
 	abs := lim["limits"].(map[string]any)["absolute"].(map[string]any)

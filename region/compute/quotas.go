@@ -1,7 +1,9 @@
 package compute
 
 import (
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 
 	"github.com/gorilla/mux"
@@ -159,5 +161,31 @@ func (a *API) updateQuotas(w http.ResponseWriter, r *http.Request) error {
 	if err := a.cfg.Store.SetQuotas(r.Context(), p, limits); err != nil {
 		return err
 	}
-	return a.showQuotas(false, false)(w, r)
+	// Nova's PUT answers the quota set without its "id".
+	rec := httptest.NewRecorder()
+	if err := a.showQuotas(false, false)(rec, r); err != nil {
+		return err
+	}
+	var out struct {
+		QuotaSet map[string]any `json:"quota_set"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+		return err
+	}
+	delete(out.QuotaSet, "id")
+	httpx.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// deleteQuotas is DELETE /os-quota-sets/{project} (admin): the project's
+// limits go back to the defaults; 202 as in Nova.
+func (a *API) deleteQuotas(w http.ResponseWriter, r *http.Request) error {
+	if !identity(r.Context()).IsAdmin() {
+		return apierr.Forbiddenf("Policy doesn't allow os_compute_api:os-quota-sets:delete to be performed.")
+	}
+	if err := a.cfg.Store.ResetQuotas(r.Context(), mux.Vars(r)["project"]); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusAccepted)
+	return nil
 }

@@ -103,6 +103,33 @@ func (a *API) createNovaGroup(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// updateNovaGroup is PUT /os-security-groups/{id} {"security_group":
+// {"name", "description"}} (both required, as Nova's schema has it).
+func (a *API) updateNovaGroup(w http.ResponseWriter, r *http.Request) error {
+	var body struct {
+		Group *struct {
+			Name        *string `json:"name"`
+			Description *string `json:"description"`
+		} `json:"security_group"`
+	}
+	if err := httpx.DecodeJSON(w, r, httpx.MaxBodyBytes, true, &body); err != nil {
+		return err
+	}
+	if body.Group == nil || body.Group.Name == nil || body.Group.Description == nil {
+		return apierr.Invalidf("Invalid input for field/attribute security_group. 'name' and 'description' are required properties.")
+	}
+	if err := validName("name", *body.Group.Name); err != nil {
+		return err
+	}
+	g, err := a.cfg.Store.UpdateSecurityGroup(r.Context(), store.Scope{ProjectID: identity(r.Context()).ProjectID},
+		mux.Vars(r)["id"], body.Group.Name, body.Group.Description)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"security_group": novaGroup(g)})
+	return nil
+}
+
 func (a *API) deleteNovaGroup(w http.ResponseWriter, r *http.Request) error {
 	if err := a.cfg.Store.DeleteSecurityGroup(r.Context(), store.Scope{ProjectID: identity(r.Context()).ProjectID}, mux.Vars(r)["id"]); err != nil {
 		return err

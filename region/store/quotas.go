@@ -45,6 +45,12 @@ func quotas(ctx context.Context, q sqlx.QueryerContext, projectID string) (map[s
 	return out, nil
 }
 
+// ResetQuotas drops a project's overrides: its limits are the defaults again.
+func (s *Store) ResetQuotas(ctx context.Context, projectID string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM quotas WHERE project_id = $1`, projectID)
+	return err
+}
+
 // SetQuotas overrides a project's limits (admin).
 func (s *Store) SetQuotas(ctx context.Context, projectID string, limits map[string]int) error {
 	return s.tx(ctx, func(tx *sqlx.Tx) error {
