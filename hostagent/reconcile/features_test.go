@@ -5,12 +5,15 @@ import (
 	"encoding/base64"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/pkg/stdcopy"
 
 	"berth/hostagent/testenv"
@@ -147,6 +150,47 @@ func TestStopGrace(t *testing.T) {
 	}
 	if st := j.Config.StopTimeout; st == nil || *st != 1 {
 		t.Errorf("container stop timeout = %v, want the set's 1s grace", st)
+	}
+}
+
+// TestDeleteKills: a delete powers the set off, as Nova's delete does: its
+// containers get KILL at once, never the TERM-and-grace of a stop, so an
+// app that ignores TERM under a long grace does not hold the delete up.
+// Checked by the signals Docker reports, not by a clock.
+func TestDeleteKills(t *testing.T) {
+	t.Parallel()
+	e := newRealEnv(t)
+	s := newSet(t, e.cli, 15)
+	s.StopGraceSeconds = 600
+	s.Containers = []schema.SetContainer{{Name: "app", Role: schema.RoleApp, Image: s.Image,
+		Command: []string{"/bin/sh", "-c", "trap '' TERM; while :; do sleep 1; done"}}}
+	rep := e.converge(t, []schema.DesiredSet{s}, "running", running(s.ID))
+	app := appID(t, rep[s.ID])
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	msgs, errs := e.cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
+		filters.Arg("type", "container"), filters.Arg("container", app), filters.Arg("event", "kill"), filters.Arg("event", "destroy"))})
+	s.State, s.Generation = schema.SetDeleted, 2
+	e.converge(t, []schema.DesiredSet{s}, "deleted", func(r map[string]schema.ObservedSet) bool {
+		return !r[s.ID].Exists && r[s.ID].Generation == 2
+	})
+	var signals []string
+	for done := false; !done; {
+		select {
+		case m := <-msgs:
+			if m.Action == "destroy" {
+				done = true
+				break
+			}
+			signals = append(signals, m.Actor.Attributes["signal"])
+		case err := <-errs:
+			t.Fatalf("docker events: %v", err)
+		case <-time.After(time.Minute):
+			t.Fatalf("no destroy event for the app container; kills seen: %v", signals)
+		}
+	}
+	if len(signals) == 0 || slices.ContainsFunc(signals, func(sig string) bool { return sig != "9" && sig != "KILL" && sig != "SIGKILL" }) {
+		t.Errorf("signals the deleted app got: %v, want KILL only", signals)
 	}
 }
 

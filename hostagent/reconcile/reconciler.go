@@ -1088,9 +1088,13 @@ func membersFirst(o *observed.Set) []observed.Container {
 	return cs
 }
 
-// teardown removes the set's ports, then its containers (infra last), then
-// (withVolumes) its volumes.
-func (r *Reconciler) teardown(ctx context.Context, d *schema.DesiredSet, o *observed.Set, withVolumes bool) error {
+// teardown removes the set's ports, then its containers (infra last).
+// deleting: the set goes for good, so its containers are killed at once
+// (Nova's delete powers an instance off, it does not shut it down; a
+// guest that ignores TERM would otherwise hold the delete for the whole
+// grace) and its volumes go too. Otherwise (leftovers of a set being
+// built again) each container gets TERM and its grace first.
+func (r *Reconciler) teardown(ctx context.Context, d *schema.DesiredSet, o *observed.Set, deleting bool) error {
 	if o == nil {
 		return nil
 	}
@@ -1107,7 +1111,11 @@ func (r *Reconciler) teardown(ctx context.Context, d *schema.DesiredSet, o *obse
 			}
 		}
 		if c.Running {
-			if err := r.rt.Stop(ctx, c.ID, grace(d)); err != nil {
+			stop := func() error { return r.rt.Stop(ctx, c.ID, grace(d)) }
+			if deleting {
+				stop = func() error { return r.rt.Kill(ctx, c.ID) }
+			}
+			if err := stop(); err != nil {
 				errs = append(errs, fmt.Errorf("stop %s container: %w", c.Member, err))
 			}
 		}
@@ -1115,7 +1123,7 @@ func (r *Reconciler) teardown(ctx context.Context, d *schema.DesiredSet, o *obse
 			errs = append(errs, fmt.Errorf("remove %s container: %w", c.Member, err))
 		}
 	}
-	if withVolumes && len(errs) == 0 {
+	if deleting && len(errs) == 0 {
 		for _, v := range o.Volumes {
 			if err := r.rt.RemoveVolume(ctx, v.Name); err != nil {
 				errs = append(errs, fmt.Errorf("remove volume %s: %w", v.Volume, err))
