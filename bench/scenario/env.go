@@ -364,8 +364,10 @@ func (e *Env) action(ctx context.Context, id, requestID string) (osapi.Action, e
 	var out struct {
 		Action osapi.Action `json:"instanceAction"`
 	}
+	// Events are shown to a project member from microversion 2.51 on.
 	_, err := e.C.Do(ctx, osapi.Request{Method: http.MethodGet, Token: e.Demo.Token,
-		URL: e.Compute() + "/servers/" + id + "/os-instance-actions/" + requestID}, &out)
+		URL:    e.Compute() + "/servers/" + id + "/os-instance-actions/" + requestID,
+		Header: map[string]string{"OpenStack-API-Version": "compute 2.51"}}, &out)
 	return out.Action, err
 }
 
