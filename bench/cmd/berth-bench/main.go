@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -40,6 +41,7 @@ type options struct {
 	mdPath   string
 	only     string
 	keep     bool
+	render   string
 	sched    scenario.SchedOptions
 }
 
@@ -51,16 +53,40 @@ func main() {
 	flag.StringVar(&o.mdPath, "md", "", "rewrite the generated section of this Markdown file (make bench: docs/performance.md)")
 	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run, of: "+strings.Join(order, ","))
 	flag.BoolVar(&o.keep, "keep", false, "keep the run directory (logs) after the run")
+	flag.StringVar(&o.render, "render", "", "run nothing: re-render the -md file's generated section from this results file")
 	flag.IntVar(&o.sched.Placements, "sched-placements", 0, "placements per host count in the scheduler scenario (default 100000, quick 400)")
 	flag.DurationVar(&o.sched.TimeCap, "sched-time", 0, "stop each store-path placement run after this long (default 180s, quick 10s; with -sched-placements set and no -sched-time: no cap)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "bench")
+	if o.render != "" {
+		if err := render(o.render, o.mdPath); err != nil {
+			log.Error("render failed", "err", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o, log); err != nil {
 		log.Error("bench failed", "err", err)
 		os.Exit(1)
 	}
+}
+
+// render rewrites md's generated section from a results file.
+func render(jsonPath, md string) error {
+	if md == "" {
+		return errors.New("-render needs -md")
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		return err
+	}
+	var rep report.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", jsonPath, err)
+	}
+	return rep.UpdateDoc(md)
 }
 
 func run(ctx context.Context, o options, log *slog.Logger) error {
