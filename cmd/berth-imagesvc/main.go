@@ -28,6 +28,7 @@ import (
 	"berth/imagesvc/registry"
 	"berth/imagesvc/store"
 	"berth/internal/keystone"
+	"berth/internal/metrics"
 )
 
 func main() {
@@ -188,7 +189,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	m.srv = &http.Server{
-		Handler:           registry.Route(m.reg.Handler(), m.api.Handler()),
+		// /metrics sits outside the Glance and registry handlers (no token,
+		// no fault rendering): process-level and aggregate figures only.
+		Handler:           metrics.New().Wrap("image", registry.Route(m.reg.Handler(), m.api.Handler())),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),

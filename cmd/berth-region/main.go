@@ -20,6 +20,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"berth/internal/keystone"
+	"berth/internal/metrics"
 	"berth/region/agentclient"
 	"berth/region/compute"
 	"berth/region/dispatch"
@@ -112,12 +113,18 @@ func (m *Main) Run(ctx context.Context) error {
 		Store: m.store, Validator: validator, Images: imageclient.New(m.ImageURL, nil), Agents: agentclient.New(token),
 		Log: m.Log.With("component", "compute"), DefaultNetworkID: net0.ID, HostGrace: m.HostGrace,
 		PublicURL: m.PublicURL,
-	}, func(r *mux.Router) { agents.Register(r.PathPrefix("/internal/v1").Subrouter()) })
+	}, func(r *mux.Router) {
+		r.Use(metrics.RouteTemplate)
+		agents.Register(r.PathPrefix("/internal/v1").Subrouter())
+	})
 
+	// /metrics is served on both listeners, outside the APIs' auth and
+	// fault middleware: process-level and aggregate figures only.
+	reg := metrics.New()
 	errc := make(chan error, 2)
-	m.serve(ctx, m.Listen, computeAPI, errc)
+	m.serve(ctx, m.Listen, reg.Wrap("compute", computeAPI), errc)
 	if m.NetworkListen != "" {
-		m.serve(ctx, m.NetworkListen, network.New(m.store, validator, m.Log.With("component", "network")), errc)
+		m.serve(ctx, m.NetworkListen, reg.Wrap("network", network.New(m.store, validator, m.Log.With("component", "network"))), errc)
 	}
 	m.Log.Info("region serving", "compute", m.Listen, "network", m.NetworkListen, "default_network", net0.CIDR)
 	select {

@@ -26,6 +26,7 @@ import (
 	"berth/internal/apierr"
 	"berth/internal/httpx"
 	"berth/internal/keystone"
+	"berth/internal/metrics"
 	"berth/internal/pgdb"
 	"berth/schema"
 )
@@ -111,6 +112,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	r := mux.NewRouter()
 	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, notAllowed
+	r.Use(metrics.RouteTemplate) // /metrics labels requests by route template
 
 	r.Handle("/", s.wrap(s.versions(http.StatusMultipleChoices))).Methods(http.MethodGet)
 	r.Handle("/versions", s.wrap(s.versions(http.StatusOK))).Methods(http.MethodGet)

@@ -21,6 +21,7 @@ import (
 	"berth/internal/apierr"
 	"berth/internal/httpx"
 	"berth/internal/keystone"
+	"berth/internal/metrics"
 	"berth/internal/pgdb"
 	"berth/region/store"
 )
@@ -36,6 +37,7 @@ type API struct {
 func New(st *store.Store, v *keystone.Validator, log *slog.Logger) http.Handler {
 	a := &API{store: st, validator: v, log: log}
 	r := mux.NewRouter()
+	r.Use(metrics.RouteTemplate) // /metrics labels requests by route template
 	r.NotFoundHandler = a.wrap("", func(w http.ResponseWriter, r *http.Request) error {
 		return apierr.NotFoundf("The resource could not be found.")
 	})
