@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -176,11 +177,6 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	for _, g := range sc.SecurityGroups {
-		if g.Name != "default" {
-			return apierr.Invalidf("Security group %s not found for project %s.", g.Name, identity(r.Context()).ProjectID)
-		}
-	}
 	if len(sc.Metadata) > 128 {
 		return apierr.OverLimitf("Quota exceeded for metadata_items: Requested %d, but already used 0 of 128 metadata_items", len(sc.Metadata))
 	}
@@ -220,6 +216,29 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 	networks, err := a.networksOf(r, sc.Networks)
 	if err != nil {
 		return err
+	}
+	created := []schema.SecurityGroupRef{{Name: "default"}}
+	if len(sc.SecurityGroups) > 0 {
+		// The named groups go on every port the server gets (not on
+		// ports passed in, which keep their own), as Nova asks Neutron.
+		names := make([]string, 0, len(sc.SecurityGroups))
+		created = created[:0]
+		for _, g := range sc.SecurityGroups {
+			if !slices.Contains(names, g.Name) {
+				names = append(names, g.Name)
+				created = append(created, schema.SecurityGroupRef{Name: g.Name})
+			}
+		}
+		ids, err := a.cfg.Store.ResolveSecurityGroups(r.Context(), id.ProjectID, names)
+		if apierr.Is(err, apierr.NotFound) {
+			// Nova answers a missing group on create with 400.
+			return apierr.Invalidf("%s", apierr.As(err).Message)
+		} else if err != nil {
+			return err
+		}
+		for i := range networks {
+			networks[i].SecurityGroups = ids
+		}
 	}
 	groupID := ""
 	hints := body.Hints
@@ -292,7 +311,7 @@ func (a *API) createServer(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Location", links[0].Href)
 	httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"server": schema.ServerCreated{
 		ID: first.ID, Links: links, DiskConfig: "MANUAL",
-		SecurityGroups: []schema.SecurityGroupRef{{Name: "default"}},
+		SecurityGroups: created,
 	}})
 	return nil
 }

@@ -77,7 +77,7 @@ func (a *API) serverView(r *http.Request, s *store.Server) schema.Server {
 		Created: s.CreatedAt.UTC().Format(timeFormat), Updated: s.UpdatedAt.UTC().Format(timeFormat),
 		Addresses: addrs, AccessIPv4: s.AccessIPv4, AccessIPv6: s.AccessIPv6,
 		Links: a.serverLinks(r, s.ID), Progress: progressOf(s), ConfigDrive: "",
-		SecurityGroups: []schema.SecurityGroupRef{{Name: "default"}},
+		SecurityGroups: groupRefs(s.SecurityGroupNames),
 		DiskConfig:     "MANUAL", AvailabilityZone: s.AvailabilityZone,
 		PowerState: s.PowerState, VMState: s.VMState, VolumesAttached: []any{},
 	}
@@ -124,4 +124,15 @@ func (a *API) serverView(r *http.Request, s *store.Server) schema.Server {
 	}
 	a.laterViewFields(r, s, &v)
 	return v
+}
+
+// groupRefs is the server body's security_groups: the names of the groups
+// on its ports, one entry a name (Nova de-duplicates by name too), and
+// omitted when it has none.
+func groupRefs(names []string) []schema.SecurityGroupRef {
+	var out []schema.SecurityGroupRef
+	for _, n := range names {
+		out = append(out, schema.SecurityGroupRef{Name: n})
+	}
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -876,23 +877,11 @@ func (s *Store) ServerSecurityGroups(ctx context.Context, serverID string) ([]Se
 // port of a server (or removes it), as Nova's add/removeSecurityGroup do.
 func (s *Store) SetServerSecurityGroup(ctx context.Context, serverID, projectID, name string, add bool) error {
 	return s.tx(ctx, func(tx *sqlx.Tx) error {
-		if name == "default" {
-			if _, err := ensureDefaultGroup(ctx, tx, projectID); err != nil {
-				return err
-			}
-		}
-		var ids []string
-		if err := tx.SelectContext(ctx, &ids, `SELECT id::text FROM security_groups WHERE project_id = $1 AND (name = $2 OR id::text = $2)`,
-			projectID, name); err != nil {
+		gid, err := groupNamed(ctx, tx, projectID, name)
+		if err != nil {
 			return err
 		}
-		switch len(ids) {
-		case 0:
-			return apierr.NotFoundf("Security group %s not found for project %s.", name, projectID)
-		case 1:
-		default:
-			return apierr.Conflictf("Multiple security groups are named %s; use the group's id.", name)
-		}
+		ids := []string{gid}
 		var ports []string
 		if err := tx.SelectContext(ctx, &ports, `SELECT id::text FROM ports WHERE server_id = $1`, serverID); err != nil {
 			return err
@@ -938,4 +927,72 @@ func (s *Store) UpdateSecurityGroup(ctx context.Context, sc Scope, id string, na
 		return nil, err
 	}
 	return loadGroup(ctx, s.db, sc, id)
+}
+
+// groupNamesOf returns the names of the security groups on the ports of
+// the given servers, keyed by server id, de-duplicated and sorted: one
+// query for a whole page of servers.
+func groupNamesOf(ctx context.Context, q sqlx.QueryerContext, serverIDs []string) (map[string][]string, error) {
+	out := map[string][]string{}
+	if len(serverIDs) == 0 {
+		return out, nil
+	}
+	var rows []struct {
+		ServerID string `db:"server_id"`
+		Name     string `db:"name"`
+	}
+	if err := sqlx.SelectContext(ctx, q, &rows, `SELECT DISTINCT p.server_id::text AS server_id, g.name
+		FROM ports p JOIN port_security_groups pg ON pg.port_id = p.id JOIN security_groups g ON g.id = pg.group_id
+		WHERE p.server_id = ANY($1::uuid[]) ORDER BY 1, 2`, pq.Array(serverIDs)); err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		out[r.ServerID] = append(out[r.ServerID], r.Name)
+	}
+	return out, nil
+}
+
+// ResolveSecurityGroups turns the names (or ids) of a server create's
+// security_groups into the project's group ids, creating the default
+// group if it is named. A missing name is NotFound; a name several
+// groups share is a Conflict, as Nova reports them.
+func (s *Store) ResolveSecurityGroups(ctx context.Context, projectID string, names []string) ([]string, error) {
+	var out []string
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		out = out[:0]
+		for _, name := range names {
+			id, err := groupNamed(ctx, tx, projectID, name)
+			if err != nil {
+				return err
+			}
+			if !slices.Contains(out, id) {
+				out = append(out, id)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// groupNamed finds the project's group by name or id (making the default
+// group first if that is the one named): NotFound if none, Conflict if
+// several share the name.
+func groupNamed(ctx context.Context, tx *sqlx.Tx, projectID, name string) (string, error) {
+	if name == "default" {
+		if _, err := ensureDefaultGroup(ctx, tx, projectID); err != nil {
+			return "", err
+		}
+	}
+	var ids []string
+	if err := tx.SelectContext(ctx, &ids, `SELECT id::text FROM security_groups WHERE project_id = $1
+		AND (name = $2 OR id::text = $2)`, projectID, name); err != nil {
+		return "", err
+	}
+	switch len(ids) {
+	case 0:
+		return "", apierr.NotFoundf("Security group %s not found for project %s.", name, projectID)
+	case 1:
+		return ids[0], nil
+	}
+	return "", apierr.Conflictf("Multiple security groups are named %s; use the group's id.", name)
 }

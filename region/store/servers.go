@@ -70,6 +70,9 @@ type Server struct {
 	FlavorSwapMB      int    `db:"flavor_swap_mb"`
 
 	Ports []Port `db:"-"`
+	// SecurityGroupNames are the names of the groups on the server's
+	// ports, de-duplicated and sorted (Nova's server body shows these).
+	SecurityGroupNames []string `db:"-"`
 }
 
 // Status is the server's Nova status string.
@@ -243,6 +246,9 @@ type NetworkRequest struct {
 	NetworkID string
 	FixedIP   string
 	PortID    string
+	// SecurityGroups are the group ids a new port gets; nil means the
+	// project's default group (an existing port keeps its own groups).
+	SecurityGroups []string
 }
 
 func (nr NetworkRequest) apply(ctx context.Context, tx *sqlx.Tx, projectID, serverID string, slot int) error {
@@ -251,7 +257,7 @@ func (nr NetworkRequest) apply(ctx context.Context, tx *sqlx.Tx, projectID, serv
 	}
 	_, err := createPort(ctx, tx, Port{ID: uuid.NewString(), NetworkID: nr.NetworkID, ProjectID: projectID,
 		ServerID: serverID, DeviceID: serverID, DeviceOwner: "compute:nova", AdminStateUp: true,
-		PortSecurityEnabled: true, AutoDelete: true, Slot: slot}, "", nr.FixedIP)
+		PortSecurityEnabled: true, AutoDelete: true, Slot: slot, SecurityGroups: nr.SecurityGroups}, "", nr.FixedIP)
 	return err
 }
 
@@ -287,6 +293,11 @@ func getServer(ctx context.Context, q sqlx.QueryerContext, sc Scope, id string, 
 		return nil, err
 	}
 	srv.Ports = ports[id]
+	groups, err := groupNamesOf(ctx, q, []string{id})
+	if err != nil {
+		return nil, err
+	}
+	srv.SecurityGroupNames = groups[id]
 	return &srv, nil
 }
 
@@ -411,8 +422,13 @@ func (s *Store) ListServers(ctx context.Context, f ServerFilter) ([]Server, erro
 		if err != nil {
 			return err
 		}
+		groups, err := groupNamesOf(ctx, tx, ids)
+		if err != nil {
+			return err
+		}
 		for i := range out {
 			out[i].Ports = ports[out[i].ID]
+			out[i].SecurityGroupNames = groups[out[i].ID]
 		}
 		return nil
 	})

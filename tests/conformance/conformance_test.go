@@ -93,7 +93,6 @@ var excluded = map[string]string{
 	"compute/v2 TestExtensionsList, TestExtensionsGet": "the /extensions API (deprecated, removed from Nova's API reference) is not served",
 	"compute/v2 TestAttachDetachInterface":             "attaching a port to a running set (os-interface POST) is not built yet",
 	"compute/v2 TestServicesList*":                     "looks for a nova-scheduler service; Berth lists one nova-compute service per host only",
-	"compute/v2 TestSecGroupsAddGroupToServer":         "not yet: the server body's security_groups always says default (the groups are on its ports; GET /servers/{id}/os-security-groups lists them)",
 	"compute/v2 TestServersUpdateHostname":             "needs microversion 2.90 (hostname on create/update); Berth's maximum is lower",
 	"compute/v2 TestServersActionChangeAdminPassword":  "the stack's demo image (Debian's busybox-static) has no chpasswd, so changePassword is 409 there by design",
 	"networking/v2 TestExtensionGet":                   "asks for the router extension: Berth has no routers",
