@@ -706,6 +706,7 @@ func sortedKeys(m map[string]any) []string {
 type procStats struct {
 	fds, threads int
 	rssKB        int
+	goroutines   int // go_goroutines from the daemon's /metrics
 }
 
 func readProcStats(pid int) (procStats, error) {
@@ -871,7 +872,9 @@ func TestHTTPFuzz(t *testing.T) {
 	}
 	cancelUploads()
 	pids := map[string]int{"region": s.Service(devstack.ServiceRegion).PID(), "imagesvc": s.Service(devstack.ServiceImage).PID()}
-	before := quiesce(t, pids)
+	metricsURLs := map[string]string{"region": strings.TrimSuffix(s.ComputeURL(), "/v2.1") + "/metrics",
+		"imagesvc": s.ImageURL() + "/metrics"}
+	before := quiesce(t, pids, metricsURLs)
 
 	// Two slow clients: half-sent headers must be cut off by the servers'
 	// header timeouts (region 10 s, imagesvc 30 s), not held forever.
@@ -915,12 +918,12 @@ func TestHTTPFuzz(t *testing.T) {
 	took := time.Since(start)
 	sent := f.sent.Load()
 	cancelUploads()
-	mid := quiesce(t, pids)
+	mid := quiesce(t, pids, metricsURLs)
 	// A second, smaller burst: a leak grows with the requests, pools and
 	// caches do not.
 	burst(total/5, seed^0xb1)
 	cancelUploads()
-	after := quiesce(t, pids)
+	after := quiesce(t, pids, metricsURLs)
 	slow.Wait()
 	close(slowErr)
 	for msg := range slowErr {
@@ -942,7 +945,8 @@ func TestHTTPFuzz(t *testing.T) {
 
 	for name, pid := range pids {
 		b, m, a := before[name], mid[name], after[name]
-		t.Logf("%s: fds %d → %d → %d, threads %d → %d → %d, rss %d → %d → %d MiB", name, b.fds, m.fds, a.fds,
+		t.Logf("%s: fds %d → %d → %d, goroutines %d → %d → %d, threads %d → %d → %d, rss %d → %d → %d MiB",
+			name, b.fds, m.fds, a.fds, b.goroutines, m.goroutines, a.goroutines,
 			b.threads, m.threads, a.threads, b.rssKB>>10, m.rssKB>>10, a.rssKB>>10)
 		// Pools legitimately keep some connections open after a burst (up
 		// to 10 idle PostgreSQL connections, a few idle HTTP keep-alives to
@@ -952,6 +956,14 @@ func TestHTTPFuzz(t *testing.T) {
 		if m.fds > b.fds+24 || a.fds > m.fds+4 {
 			t.Errorf("%s: descriptors %d before, %d after %d requests, %d after %d more: a leak? now %v",
 				name, b.fds, m.fds, total, a.fds, total/5, fdLinks(pid))
+		}
+		// The same two-burst logic for goroutines: idle keep-alives (two
+		// goroutines each) and the slow clients' connections may differ
+		// between samples, a goroutine per request leaked would add
+		// thousands in the second burst.
+		if a.goroutines > m.goroutines+16 {
+			t.Errorf("%s: goroutines %d before, %d after %d requests, %d after %d more: a leak?",
+				name, b.goroutines, m.goroutines, total, a.goroutines, total/5)
 		}
 		if a.threads > b.threads+16 {
 			t.Errorf("%s: %d threads after the fuzz, %d before", name, a.threads, b.threads)
@@ -978,8 +990,9 @@ func anyMap(m map[string]string) map[string]any {
 }
 
 // quiesce closes our idle connections, gives the daemons a moment to
-// notice, and reads their stats (the lowest fd count of a few samples).
-func quiesce(t *testing.T, pids map[string]int) map[string]procStats {
+// notice, and reads their stats (the lowest fd and goroutine counts of a
+// few samples; goroutines from each daemon's /metrics, at metricsURLs).
+func quiesce(t *testing.T, pids map[string]int, metricsURLs map[string]string) map[string]procStats {
 	t.Helper()
 	transport.CloseIdleConnections()
 	out := map[string]procStats{}
@@ -990,12 +1003,51 @@ func quiesce(t *testing.T, pids map[string]int) map[string]procStats {
 			if err != nil {
 				t.Fatalf("%s (pid %d): %v", name, pid, err)
 			}
-			if cur, ok := out[name]; !ok || st.fds < cur.fds {
-				out[name] = st
+			if st.goroutines, err = readGoroutines(metricsURLs[name]); err != nil {
+				t.Fatalf("%s: %v", name, err)
 			}
+			cur, ok := out[name]
+			if !ok || st.fds < cur.fds {
+				cur.fds = st.fds
+			}
+			if !ok || st.goroutines < cur.goroutines {
+				cur.goroutines = st.goroutines
+			}
+			cur.threads, cur.rssKB = st.threads, st.rssKB
+			out[name] = cur
 		}
 	}
 	return out
+}
+
+// readGoroutines reads go_goroutines from a daemon's Prometheus /metrics,
+// with no token (the endpoint is unauthenticated by design) and on a
+// connection that is closed at once, so the reading leaves no goroutine
+// behind in the daemon.
+func readGoroutines(url string) (int, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Close = true
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("GET %s: no go_goroutines", url)
 }
 
 // slowloris sends half a request and reports a problem unless the server
