@@ -64,7 +64,7 @@ var suites = []suite{
 		"TestAvailabilityZonesList", "TestAvailabilityZonesListDetail", "TestDiagnostics",
 		"TestHypervisorsList", "TestHypervisorsGet", "TestHypervisorsGetStatistics", "TestHypervisorListQuery",
 		"TestQuotasetGet", "TestQuotasetUpdateDelete",
-		"TestSecGroupsList", "TestSecGroupsCRUD", "TestSecGroupsRuleCreate",
+		"TestSecGroupsList", "TestSecGroupsCRUD", "TestSecGroupsRuleCreate", "TestSecGroupsAddGroupToServer",
 	}},
 	// Lock's test requires a non-admin: an admin may delete a locked server.
 	{pkg: "compute/v2", user: devstack.UserDemo, tests: []string{"TestServersActionLock"}},
