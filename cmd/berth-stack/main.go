@@ -126,7 +126,8 @@ func printInstructions(w io.Writer, s *devstack.Stack, took time.Duration) {
   openstack flavor list
   openstack server create --image %s --flavor m1.tiny --wait web1
   openstack server show web1
-  curl http://<web1's address>/          # busybox httpd answers %q
+  openstack security group rule create --protocol tcp --dst-port 80 --remote-ip 0.0.0.0/0 default
+  curl http://<web1's address>/          # busybox httpd answers %q (the rule admits the host)
   openstack server stop web1; openstack server start web1
   openstack server delete --wait web1
 
