@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"berth/hostagent/flows"
+	"berth/hostagent/nsexec"
 	"berth/hostagent/observed"
 	"berth/hostagent/shaper"
 	"berth/schema"
@@ -730,32 +730,9 @@ func (p *Plumber) muteHostEnd(h *handles, dev string) error {
 	return inNetns(h.swNS, write)
 }
 
-// inNetns runs fn on an OS thread inside ns (for what is per network
-// namespace: sysctls, packet sockets).
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		err = fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		} // else the thread dies with this goroutine, never reused
-		errc <- err
-	}()
-	return <-errc
-}
+// inNetns runs fn inside ns (for what is per network namespace: sysctls,
+// packet sockets).
+func inNetns(ns netns.NsHandle, fn func() error) error { return nsexec.Do(ns, fn) }
 
 // announce sends a gratuitous ARP from the set's interface once its flows
 // are in: neighbours that knew its address at another MAC (an address

@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,44 +25,13 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"berth/hostagent/nsexec"
 	"berth/hostagent/testenv"
 )
 
-// InNS runs fn on an OS thread switched into the network namespace of
-// pid, then switches the thread back. Sockets fn opens stay in that
-// namespace. (A thread must not die locked: processes forked from it with
-// Pdeathsig, like the netns holders, would die with it.)
-func InNS(pid int, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.GetFromPid(pid)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer ns.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		err = fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		} // else the thread stays locked and dies with the goroutine
-		errc <- err
-	}()
-	return <-errc
-}
+// InNS runs fn inside the network namespace of pid; sockets fn opens stay
+// in that namespace.
+func InNS(pid int, fn func() error) error { return nsexec.DoPid(pid, fn) }
 
 // Listen listens on addr inside the netns of pid.
 func Listen(t *testing.T, pid int, addr string) net.Listener {

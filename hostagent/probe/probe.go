@@ -6,16 +6,13 @@ package probe
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netns"
-
+	"berth/hostagent/nsexec"
 	"berth/hostagent/reconcile"
 	"berth/schema"
 )
@@ -123,35 +120,12 @@ func (p *Prober) run(ctx context.Context, t *target) {
 // pid. The socket is made on an OS thread switched into that namespace;
 // the thread is discarded if it cannot be switched back.
 func DialInNetns(ctx context.Context, pid, port int) error {
-	target, err := netns.GetFromPid(pid)
-	if err != nil {
-		return fmt.Errorf("open netns of pid %d: %w", pid, err)
-	}
-	defer target.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns of pid %d: %w", pid, err)
-			return
-		}
+	return nsexec.DoPid(pid, func() error {
 		var d net.Dialer
-		conn, derr := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread() // else the thread dies with this goroutine
-		}
+		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if conn != nil {
 			conn.Close()
 		}
-		errc <- derr
-	}()
-	return <-errc
+		return err
+	})
 }
