@@ -49,13 +49,36 @@ func RepoRoot(t *testing.T) string {
 	}
 }
 
+// Options tune Start for a suite.
+type Options struct {
+	// Prefix names the run directory under the temp dir ("berth-stack-").
+	Prefix string
+	// Needs are more programs the suite runs (e.g. "openstack"), looked
+	// up on PATH and in /usr/sbin.
+	Needs []string
+	// LogLevel of the stack's own log in the test output (Warn).
+	LogLevel slog.Level
+	// KeepEnv names an environment variable that, when set, keeps the
+	// run directory after the test.
+	KeepEnv string
+}
+
 // Start brings up a stack of its own on free ports from bin/ (make
 // build) and tears it down when the test ends.
 func Start(t *testing.T) *devstack.Stack {
 	t.Helper()
+	return StartWith(t, Options{LogLevel: slog.LevelWarn})
+}
+
+// StartWith is Start with a suite's options.
+func StartWith(t *testing.T, o Options) *devstack.Stack {
+	t.Helper()
 	Need(t, os.Geteuid() == 0, "needs root (dockerd, OVS, veths)")
-	for _, prog := range []string{"go", "docker", "keystone-manage", "uwsgi", "ovs-vsctl"} {
+	for _, prog := range append([]string{"go", "docker", "keystone-manage", "uwsgi", "ovs-vsctl"}, o.Needs...) {
 		_, err := exec.LookPath(prog)
+		if err != nil {
+			_, err = os.Stat(filepath.Join("/usr/sbin", prog))
+		}
 		Need(t, err == nil, prog+" not installed (make deps)")
 	}
 	bin := filepath.Join(RepoRoot(t), "bin")
@@ -63,8 +86,12 @@ func Start(t *testing.T) *devstack.Stack {
 		_, err := os.Stat(filepath.Join(bin, b))
 		Need(t, err == nil, fmt.Sprintf("%s/%s not built (make build)", bin, b))
 	}
+	prefix := o.Prefix
+	if prefix == "" {
+		prefix = "berth-stack-"
+	}
 	// Not t.TempDir: its parent is 0700 and PostgreSQL runs as postgres.
-	runDir, err := os.MkdirTemp("", "berth-stack-")
+	runDir, err := os.MkdirTemp("", prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,28 +100,33 @@ func Start(t *testing.T) *devstack.Stack {
 		t.Fatal(err)
 	}
 	cfg.BinDir = bin
-	cfg.Log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: o.LogLevel}))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	start := time.Now()
 	s, err := devstack.Up(ctx, cfg)
 	if err != nil {
-		logTails(t, runDir)
+		LogTails(t, runDir)
 		os.RemoveAll(runDir)
 		t.Fatalf("devstack.Up: %v", err)
 	}
+	t.Logf("stack up in %s: %s", time.Since(start).Round(time.Millisecond), runDir)
 	t.Cleanup(func() {
 		if t.Failed() {
-			logTails(t, runDir)
+			LogTails(t, runDir)
 		}
 		if err := s.Close(); err != nil {
 			t.Errorf("stack close: %v", err)
 		}
-		os.RemoveAll(runDir)
+		if o.KeepEnv == "" || os.Getenv(o.KeepEnv) == "" {
+			os.RemoveAll(runDir)
+		}
 	})
 	return s
 }
 
-func logTails(t *testing.T, runDir string) {
+// LogTails puts the last 40 lines of each daemon's log into the test log.
+func LogTails(t *testing.T, runDir string) {
 	t.Helper()
 	logs, _ := filepath.Glob(filepath.Join(runDir, "logs", "*.log"))
 	for _, l := range logs {
@@ -103,8 +135,8 @@ func logTails(t *testing.T, runDir string) {
 			continue
 		}
 		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-		if len(lines) > 30 {
-			lines = lines[len(lines)-30:]
+		if len(lines) > 40 {
+			lines = lines[len(lines)-40:]
 		}
 		t.Logf("---- tail of %s\n%s", l, strings.Join(lines, "\n"))
 	}

@@ -11,120 +11,34 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"berth/internal/devstack"
+	"berth/internal/stacktest"
 )
 
-// requireRealEnv turns every skip into a failure: CI must run this test.
-const requireRealEnv = "BERTH_REQUIRE_REAL"
-
 // need skips the test with reason, or fails it under BERTH_REQUIRE_REAL=1.
-func need(t *testing.T, ok bool, reason string) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv(requireRealEnv) == "1" {
-		t.Fatalf("%s (and %s=1 forbids skipping)", reason, requireRealEnv)
-	}
-	t.Skip(reason)
-}
+func need(t *testing.T, ok bool, reason string) { t.Helper(); stacktest.Need(t, ok, reason) }
 
-// repoRoot walks up from the test's directory to go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
+// repoRoot is the module's root directory.
+func repoRoot(t *testing.T) string { t.Helper(); return stacktest.RepoRoot(t) }
 
 // startStack brings up a stack of its own (free ports, its own bridge,
 // host name and subnet) from the binaries `make build` left in bin/, and
-// tears it down when the test ends. On failure the daemons' log tails go
-// into the test log.
+// tears it down when the test ends (BERTH_E2E_KEEP keeps its run
+// directory). On failure the daemons' log tails go into the test log.
 func startStack(t *testing.T) *devstack.Stack {
 	t.Helper()
-	need(t, os.Geteuid() == 0, "needs root (dockerd, OVS, veths)")
-	for _, prog := range []string{"openstack", "docker", "keystone-manage", "uwsgi", "ovs-vsctl", "ovsdb-server", "ovs-vswitchd", "ethtool"} {
-		_, err := exec.LookPath(prog)
-		if err != nil {
-			_, err = os.Stat(filepath.Join("/usr/sbin", prog))
-		}
-		need(t, err == nil, prog+" not installed (make deps)")
-	}
 	_, err := os.Stat("/bin/busybox")
 	need(t, err == nil, "busybox-static not installed (make deps)")
-	bin := filepath.Join(repoRoot(t), "bin")
-	for _, b := range []string{"berth-region", "berth-imagesvc", "berth-hostagent", "berth-pause"} {
-		_, err := os.Stat(filepath.Join(bin, b))
-		need(t, err == nil, fmt.Sprintf("%s/%s not built (make build)", bin, b))
-	}
-
-	// Not t.TempDir: its parent is 0700 and PostgreSQL runs as postgres.
-	runDir, err := os.MkdirTemp("", "berth-e2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := devstack.FreePortsConfig(runDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.BinDir = bin
-	cfg.Log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	start := time.Now()
-	s, err := devstack.Up(ctx, cfg)
-	if err != nil {
-		dumpLogs(t, runDir)
-		os.RemoveAll(runDir)
-		t.Fatalf("devstack.Up: %v", err)
-	}
-	t.Logf("stack up in %s: %s", time.Since(start).Round(time.Millisecond), runDir)
-	t.Cleanup(func() {
-		if t.Failed() {
-			dumpLogs(t, runDir)
-		}
-		if err := s.Close(); err != nil {
-			t.Errorf("stack close: %v", err)
-		}
-		if os.Getenv("BERTH_E2E_KEEP") == "" {
-			os.RemoveAll(runDir)
-		}
+	return stacktest.StartWith(t, stacktest.Options{
+		Prefix:   "berth-e2e-",
+		Needs:    []string{"openstack", "ovsdb-server", "ovs-vswitchd", "ethtool"},
+		LogLevel: slog.LevelInfo,
+		KeepEnv:  "BERTH_E2E_KEEP",
 	})
-	return s
-}
-
-func dumpLogs(t *testing.T, runDir string) {
-	t.Helper()
-	logs, _ := filepath.Glob(filepath.Join(runDir, "logs", "*.log"))
-	for _, l := range logs {
-		b, err := os.ReadFile(l)
-		if err != nil {
-			continue
-		}
-		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-		if len(lines) > 40 {
-			lines = lines[len(lines)-40:]
-		}
-		t.Logf("---- tail of %s\n%s", l, strings.Join(lines, "\n"))
-	}
 }
 
 // osc runs the openstack CLI against one stack.
