@@ -493,6 +493,12 @@ func (d *Docker) Unpause(ctx context.Context, id string) error {
 	pctx, cancel := d.call(ctx)
 	defer cancel()
 	if err := d.cli.ContainerUnpause(pctx, id); err != nil {
+		// "is not paused" (a conflict) is the state asked for: a docker
+		// commit pauses a container for its duration and thaws it itself,
+		// so an unpause that races a commit's end has nothing to do.
+		if cerrdefs.IsConflict(err) {
+			return nil
+		}
 		return fmt.Errorf("unpause container %s: %w", id, err)
 	}
 	return nil

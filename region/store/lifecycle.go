@@ -380,7 +380,10 @@ func (s *Store) ApplyObserved(ctx context.Context, host string, obs schema.Obser
 				}
 				return finish(obs.Error)
 			}
-			if task != "" {
+			// A snapshot's task belongs to the region's commit call, which
+			// finishes it (and a shelve offloads on it): an agent error
+			// meanwhile must not end it under that call.
+			if task != "" && task != novastate.TaskImageSnapshot {
 				if _, err := tx.ExecContext(ctx, `UPDATE servers SET task_state = NULL, updated_at = now()
 					WHERE id = $1`, srv.ID); err != nil {
 					return err
