@@ -99,7 +99,7 @@ func (e *Env) NetLimits(ctx context.Context) error {
 	}
 
 	detail := map[string]any{"seconds_planned": secs, "repetitions": reps}
-	shortest := math.Inf(1)
+	shortest, lastMTU := math.Inf(1), 0
 	for _, s := range limited {
 		for _, dir := range []string{"in", "out"} {
 			samples := got[key{s.mbit, dir}]
@@ -108,7 +108,7 @@ func (e *Env) NetLimits(ctx context.Context) error {
 			for _, x := range samples {
 				wire, good, took = append(wire, x.wireMbit()), append(good, x.goodMbit()), append(took, x.secs)
 				shortest = min(shortest, x.secs)
-				mtu = x.mtu
+				mtu, lastMTU = x.mtu, x.mtu
 			}
 			ws, gs := stats.Of(wire), stats.Of(good)
 			limit := float64(s.mbit)
@@ -119,7 +119,7 @@ func (e *Env) NetLimits(ctx context.Context) error {
 			}
 			e.Report.Add(report.Row{
 				ID:     fmt.Sprintf("6c-%d%s", s.mbit, dir),
-				Metric: fmt.Sprintf("achieved rate at a %d Mbit/s flavor limit (quota:vif_%sbound_average=%d KB/s), %s: wire rate, ~%.1f s per download", s.mbit, dir, s.mbit*125, what, secs),
+				Metric: fmt.Sprintf("achieved rate, flavor limit %d Mbit/s (quota:vif_%sbound_average=%d KB/s), %s: wire rate, ~%.1f s per download", s.mbit, dir, s.mbit*125, what, secs),
 				Unit:   "Mbit/s", Value: &ws, Baseline: "limit", BaselineSingle: report.F(limit), Ratio: ratio,
 				Target: "±5% of the limit (wire rate, p50)", Met: report.B(math.Abs(ratio-1) <= 0.05),
 				Note: fmt.Sprintf("TCP goodput p50 %.2f Mbit/s (%.3f× the limit; %.2f-%.2f), wire %.2f-%.2f; at MTU %d a full segment carries %d payload bytes in a %d-byte frame",
@@ -138,7 +138,7 @@ func (e *Env) NetLimits(ctx context.Context) error {
 		"the wire rate is the byte count of the downloader's eth0 (/proc/net/dev rx_bytes: frames with their Ethernet "+
 		"header, as HTB counts them) over that time, so the ±5%% target is judged on the rate HTB shapes, not on TCP "+
 		"goodput, which is payload/frame = (MTU-52)/(MTU+14) of it (TCP with timestamps: 1448/1514 at MTU 1500, "+
-		"1398/1464 at this network's 1450).", secs, reps, shortest)
+		"%d/%d at this network's %d).", secs, reps, shortest, lastMTU-52, lastMTU+14, lastMTU)
 	return nil
 }
 
