@@ -122,3 +122,36 @@ func TestRankManyHosts(t *testing.T) {
 		seen[n] = true
 	}
 }
+
+// TestGroupPick checks GroupPick against ApplyGroup: for every policy it
+// picks the first host of ApplyGroup's order that skip leaves, and
+// max_server_per_host lets anti-affinity stack up to its limit.
+func TestGroupPick(t *testing.T) {
+	ranked := []string{"a", "b", "c", "d"}
+	members := []map[string]int{{}, {"a": 1}, {"c": 2, "b": 1}, {"a": 1, "b": 1, "c": 1, "d": 1}}
+	skips := map[string]func(string) bool{
+		"none": func(string) bool { return false },
+		"a":    func(h string) bool { return h == "a" },
+		"b, c": func(h string) bool { return h == "b" || h == "c" },
+	}
+	for _, policy := range []string{"", Affinity, AntiAffinity, SoftAffinity, SoftAntiAffinity} {
+		for _, m := range members {
+			for name, skip := range skips {
+				want, wantOK := "", false
+				for _, h := range ApplyGroup(ranked, policy, m) {
+					if !skip(h) {
+						want, wantOK = h, true
+						break
+					}
+				}
+				if got, ok := GroupPick(ranked, policy, 0, m, skip); got != want || ok != wantOK {
+					t.Errorf("GroupPick(%q, members %v, skip %s) = %q, %v; want %q, %v", policy, m, name, got, ok, want, wantOK)
+				}
+			}
+		}
+	}
+	two := map[string]int{"a": 2, "b": 1}
+	if got, _ := GroupPick(ranked, AntiAffinity, 2, two, skips["none"]); got != "b" {
+		t.Errorf("anti-affinity with 2 per host over %v picked %q, want b", two, got)
+	}
+}

@@ -244,30 +244,6 @@ func claimOn(ctx context.Context, tx *sqlx.Tx, host string, vcpus, ramMB, diskGB
 	return n == 1, err
 }
 
-// claimAndWake is claimOn for a new set: the same UPDATE also bumps the
-// host's desired index and queues the NOTIFY that wakes its agent (what
-// notifyHost does in two more statements), since every statement of the
-// create transaction is PostgreSQL CPU on the scheduler's hot path.
-func claimAndWake(ctx context.Context, tx *sqlx.Tx, host string, vcpus, ramMB, diskGB int, grace time.Duration) (bool, error) {
-	res, err := tx.ExecContext(ctx, `
-		WITH c AS (
-			UPDATE hosts SET vcpus_used = vcpus_used + $2, memory_mb_used = memory_mb_used + $3,
-				disk_gb_used = disk_gb_used + $4, desired_index = desired_index + 1
-			WHERE name = $1 AND NOT disabled AND NOT forced_down
-			  AND vcpus_used + $2 <= floor(vcpus * cpu_ratio)
-			  AND memory_mb_used + $3 <= floor(memory_mb * ram_ratio)
-			  AND disk_gb_used + $4 <= floor(disk_gb * disk_ratio)
-			  AND ($5 <= 0 OR last_heartbeat > now() - make_interval(secs => $5))
-			RETURNING name)
-		SELECT pg_notify('berth_desired', name) FROM c`,
-		host, vcpus, ramMB, diskGB, grace.Seconds())
-	if err != nil {
-		return false, err
-	}
-	n, err := res.RowsAffected()
-	return n == 1, err
-}
-
 // releaseOn gives a set's claim back to its host.
 func releaseOn(ctx context.Context, tx *sqlx.Tx, host string, vcpus, ramMB, diskGB int) error {
 	_, err := tx.ExecContext(ctx, `

@@ -23,6 +23,8 @@ type Store struct {
 	now func() time.Time
 	// hostView is the scheduler's in-memory copy of the hosts table (hosts.go).
 	hostView hostView
+	// batcher commits concurrent creates together (batch.go).
+	batcher *batcher
 }
 
 // Open connects to dsn and applies region's migrations.
@@ -33,15 +35,21 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{db: db, now: time.Now}, nil
+	s := &Store{db: db, now: time.Now}
+	s.batcher = newBatcher(s, DefaultPlacementBatch)
+	return s, nil
 }
 
 // DB exposes the connection pool (for the dispatch listener's DSN-less
 // needs and for tests).
 func (s *Store) DB() *sqlx.DB { return s.db }
 
-// Close closes the pool.
-func (s *Store) Close() error { return s.db.Close() }
+// Close waits for the creates being committed, fails those still queued,
+// and closes the pool.
+func (s *Store) Close() error {
+	s.batcher.close()
+	return s.db.Close()
+}
 
 func (s *Store) tx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	return pgdb.Tx(ctx, s.db, nil, func(tx *sqlx.Tx) error {
