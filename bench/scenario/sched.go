@@ -29,6 +29,9 @@ type SchedOptions struct {
 	TimeCap time.Duration
 }
 
+// storeWorkers run the store path's placements at once.
+const storeWorkers = 64
+
 // Simulated hosts heartbeat this often (the real agent: every 5 s), and the
 // scale regions treat a host as down after schedGrace.
 const (
@@ -155,13 +158,16 @@ type schedRun struct {
 	rankLat        stats.Summary
 	storeN, target int
 	capped         bool
+	storeBatch     float64 // creates per transaction on the store path
+	deadlocks      int     // PostgreSQL deadlocks in the run's database (retried)
 }
 
 // Scheduler registers 1,000 and then 10,000 simulated hosts with a region
 // of their own and places servers on them through the API (POST /servers,
 // 32 clients, a time-boxed sample) and through the store path region's
 // handler runs (scheduler.Rank on a host snapshot + store.CreateServer,
-// which claims in PostgreSQL), with anti-affinity groups mixed in. Then it
+// which batches concurrent creates and claims in PostgreSQL), with
+// anti-affinity groups mixed in. Then it
 // checks from the database that no host is overcommitted.
 func (e *Env) Scheduler(ctx context.Context) error {
 	counts := []int{1000, 10000}
@@ -214,7 +220,7 @@ func (e *Env) Scheduler(ctx context.Context) error {
 			row.Note = fmt.Sprintf("stopped at the %s cap before %d", capDur, run.target)
 		}
 		r.Add(row)
-		r.Add(report.Row{ID: "3" + string(rune('c'+i*4)), Metric: fmt.Sprintf("store path, %d hosts: decision latency (rank + claim tx)", run.Hosts),
+		r.Add(report.Row{ID: "3" + string(rune('c'+i*4)), Metric: fmt.Sprintf("store path, %d hosts: decision latency (rank + batched claim tx)", run.Hosts),
 			Unit: "s", Value: &slat, Baseline: "scheduler.Rank alone", BaselineValue: &rl, Ratio: stats.Ratio(slat.P50, rl.P50),
 			Note: fmt.Sprintf("Rank in-process: %s per call", rankCost[run.Hosts])})
 		bad := run.Check["overcommitted_hosts"] + run.Check["claim_mismatch_hosts"] + run.Check["anti_affinity_violations"]
@@ -230,9 +236,11 @@ func (e *Env) Scheduler(ctx context.Context) error {
 		}
 		r.Note("CPU at %d simulated hosts — heartbeats alone (%.0f/s achieved, p50 %.1f ms): %s. API path: %.1f ms of region "+
 			"and %.1f ms of PostgreSQL CPU per placement (%s). Store path: %.2f ms of the bench process's CPU (Rank, the "+
-			"store's client side and the simulated heartbeats) and %.2f ms of PostgreSQL per placement (%s).", run.Hosts, run.HeartbeatRate, run.Heartbeat.P50*1e3, run.CPUIdle,
+			"store's client side and the simulated heartbeats) and %.2f ms of PostgreSQL per placement (%s); %.1f creates "+
+			"per transaction on average, %d deadlocks retried.", run.Hosts, run.HeartbeatRate, run.Heartbeat.P50*1e3, run.CPUIdle,
 			per(run.CPUAPI, "region (sched)", apiN), per(run.CPUAPI, "postgres", apiN), run.CPUAPI,
-			per(run.CPUStore, "bench", run.storeN), per(run.CPUStore, "postgres", run.storeN), run.CPUStore)
+			per(run.CPUStore, "bench", run.storeN), per(run.CPUStore, "postgres", run.storeN), run.CPUStore,
+			run.storeBatch, run.deadlocks)
 	}
 	r.Detail("scheduler", runs)
 	r.Note("Scheduler at scale (3a-3h): the hosts are SIMULATED: each registers through region's agent API (PUT "+
@@ -241,9 +249,13 @@ func (e *Env) Scheduler(ctx context.Context) error {
 		"a region process and database of their own (--host-grace %s). The API path is a time-boxed sample (%d placements "+
 		"or %s) of POST /servers by 32 clients in the demo project, networks \"none\", flavors m1.tiny/small/medium mixed "+
 		"6:3:1, every 10th into an anti-affinity group of up to 10. The store path is what that handler does per server, "+
-		"run in-process by 16 workers with the same code: store.RankHosts (scheduler.Rank over region's in-memory host view, "+
-		"re-read from the database at most every second and debited per placement) and store.CreateServer, which claims "+
-		"capacity in one PostgreSQL transaction, across 100 projects with the same mix.", simHeartbeat, schedGrace, apiMax, apiDur)
+		"run in-process by %d workers with the same code: store.RankHosts (scheduler.Rank over region's in-memory host view, "+
+		"re-read from the database at most every second and debited per placement) and store.CreateServer, which queues the "+
+		"create for the store's placement batcher, as the handler's does: creates that arrive together share one PostgreSQL "+
+		"transaction (up to %d, %d transactions in flight) that claims capacity with a re-check per host, across 100 projects "+
+		"with the same mix. A create waits for its batch, so throughput needs concurrent creates: the store path's workers "+
+		"stand for that many clients of a region.", simHeartbeat, schedGrace, apiMax, apiDur, storeWorkers,
+		store.DefaultPlacementBatch.Max, store.DefaultPlacementBatch.InFlight)
 	return nil
 }
 
@@ -396,7 +408,7 @@ func (e *Env) storePath(ctx context.Context, reg *Region, run *schedRun, placeme
 	var rankMu sync.Mutex
 	var rankLat []time.Duration
 	var noHost atomic.Int64
-	res := load(ctx, 16, capDur, placements, func(ctx context.Context, w, seq int) error {
+	res := load(ctx, storeWorkers, capDur, placements, func(ctx context.Context, w, seq int) error {
 		f := flavors[seq%len(flavors)]
 		project := projects[seq%nProjects]
 		group := ""
@@ -436,10 +448,17 @@ func (e *Env) storePath(ctx context.Context, reg *Region, run *schedRun, placeme
 		}
 	}
 	run.storeN, run.storeRate = len(res.Lat), res.Rate()
+	if batches, creates := st.PlacementStats(); batches > 0 {
+		run.storeBatch = float64(creates) / float64(batches)
+	}
+	if err := st.DB().GetContext(ctx, &run.deadlocks, `SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()`); err != nil {
+		return err
+	}
 	run.storeLat, run.rankLat = stats.Durations(res.Lat), stats.Durations(rankLat)
 	run.capped = len(res.Lat)+res.Errors < placements
 	run.Store = map[string]any{"placed": len(res.Lat), "errors": res.Errors, "no_valid_host": noHost.Load(),
-		"seconds": res.Elapsed.Seconds(), "rate": res.Rate(), "latency": run.storeLat, "rank": run.rankLat, "capped": run.capped}
+		"seconds": res.Elapsed.Seconds(), "rate": res.Rate(), "latency": run.storeLat, "rank": run.rankLat, "capped": run.capped,
+		"creates_per_batch": run.storeBatch, "deadlocks": run.deadlocks}
 	if res.FirstErr != nil {
 		run.Store["first_error"] = res.FirstErr.Error()
 	}
