@@ -813,19 +813,12 @@ func readBack(ctx context.Context, tx *sqlx.Tx, ms []*member, out []createResult
 		pq.Array(ids)); err != nil {
 		return err
 	}
-	ports, err := portsOf(ctx, tx, ids)
-	if err != nil {
-		return err
-	}
-	groups, err := groupNamesOf(ctx, tx, ids)
-	if err != nil {
+	if err := withPorts(ctx, tx, srvs); err != nil {
 		return err
 	}
 	byID := make(map[string]*Server, len(srvs))
 	for i := range srvs {
-		srv := &srvs[i]
-		srv.Ports, srv.SecurityGroupNames = ports[srv.ID], groups[srv.ID]
-		byID[srv.ID] = srv
+		byID[srvs[i].ID] = &srvs[i]
 	}
 	for i, id := range ids {
 		if srv := byID[id]; srv != nil {

@@ -327,25 +327,31 @@ func (s *Store) ListServers(ctx context.Context, f ServerFilter) ([]Server, erro
 			}
 			return err
 		}
-		ids := make([]string, len(out))
-		for i := range out {
-			ids[i] = out[i].ID
-		}
-		ports, err := portsOf(ctx, tx, ids)
-		if err != nil {
-			return err
-		}
-		groups, err := groupNamesOf(ctx, tx, ids)
-		if err != nil {
-			return err
-		}
-		for i := range out {
-			out[i].Ports = ports[out[i].ID]
-			out[i].SecurityGroupNames = groups[out[i].ID]
-		}
-		return nil
+		return withPorts(ctx, tx, out)
 	})
 	return out, err
+}
+
+// withPorts loads the ports of srvs and the names of their security
+// groups, in two statements.
+func withPorts(ctx context.Context, q sqlx.QueryerContext, srvs []Server) error {
+	ids := make([]string, len(srvs))
+	for i := range srvs {
+		ids[i] = srvs[i].ID
+	}
+	ports, err := portsOf(ctx, q, ids)
+	if err != nil {
+		return err
+	}
+	groups, err := groupNamesOf(ctx, q, ids)
+	if err != nil {
+		return err
+	}
+	for i := range srvs {
+		srvs[i].Ports = ports[srvs[i].ID]
+		srvs[i].SecurityGroupNames = groups[srvs[i].ID]
+	}
+	return nil
 }
 
 func validUUID(s string) bool {

@@ -35,6 +35,14 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Keep as many connections idle as may be open. With 10 idle of 20,
+	// a burst of creates (32 clients: request reads plus the batches)
+	// closed and reopened connections all the time, and each new backend
+	// costs PostgreSQL a fork, its catalog caches and every statement
+	// prepared again: 7.8 ms of PostgreSQL CPU per API placement against
+	// 1.6 with the pool kept (region/compute, 2,000 POST /servers by 32
+	// clients at 10,000 hosts). Idle ones still close after 5 minutes.
+	db.SetMaxIdleConns(20)
 	s := &Store{db: db, now: time.Now}
 	s.batcher = newBatcher(s, DefaultPlacementBatch)
 	return s, nil
