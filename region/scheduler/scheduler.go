@@ -136,6 +136,42 @@ hostLoop:
 	return names, rejected
 }
 
+// Heavier reports whether host a weighs more than host b in Rank's order:
+// more free RAM, then the name.
+func Heavier(a, b *HostState) bool {
+	if fa, fb := a.FreeMemoryMB(), b.FreeMemoryMB(); fa != fb {
+		return fa > fb
+	}
+	return a.Name < b.Name
+}
+
+// RankFirst is Rank over hosts kept in weight order (order holds indexes
+// of hosts, heaviest first by Heavier): it returns the first limit hosts
+// that pass every filter, best first, and stops there. complete reports
+// whether it looked at every host, so that names are all the candidates
+// and rejected counts every reason; a fleet with room passes its first
+// few hosts, so a placement costs a few filter calls instead of one per
+// host.
+func RankFirst(hosts []HostState, order []int, r Request, limit int) (names []string, rejected map[string]int, complete bool) {
+	rejected = map[string]int{}
+	names = make([]string, 0, limit)
+hostLoop:
+	for _, i := range order {
+		if len(names) == limit {
+			return names, rejected, false
+		}
+		h := &hosts[i]
+		for _, f := range DefaultFilters {
+			if ok, why := f(h, &r); !ok {
+				rejected[why]++
+				continue hostLoop
+			}
+		}
+		names = append(names, h.Name)
+	}
+	return names, rejected, true
+}
+
 func heapUp(h []int, i int, less func(a, b int) bool) {
 	for i > 0 {
 		p := (i - 1) / 2

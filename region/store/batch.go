@@ -52,7 +52,10 @@ type createReq struct {
 	candidates   []string
 	grace        time.Duration
 	noHostReason string
-	done         chan createResult // buffered: the batcher never blocks on it
+	// rest, if set, ranks every candidate once candidates (the first
+	// few) are all taken; it returns them and the "No valid host" detail.
+	rest func(ctx context.Context) ([]string, string, error)
+	done chan createResult // buffered: the batcher never blocks on it
 }
 
 type createResult struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -448,5 +449,50 @@ func TestBatchSkipsAbandonedCreate(t *testing.T) {
 	}
 	if n := e.count(`SELECT count(*) FROM servers`); n != 0 {
 		t.Errorf("%d servers, want 0", n)
+	}
+}
+
+// PlaceServer ranks only the first candidates; when the view is stale
+// and all of them are full in the database, the batch ranks the rest
+// instead of answering "No valid host".
+func TestPlaceServerRanksTheRest(t *testing.T) {
+	e := newBatchEnv(t, oneBatch(1))
+	ctx := context.Background()
+	old := store.HostViewTTL
+	store.HostViewTTL = time.Hour
+	t.Cleanup(func() { store.HostViewTTL = old })
+	n := scheduler.Best + 3
+	for i := range n {
+		e.host(fmt.Sprintf("h%02d", i), 1024+64*i) // the last ones weigh most
+	}
+	req := scheduler.Request{VCPUs: 1, MemoryMB: 512, DiskGB: 1, Now: time.Now(), Grace: time.Minute}
+	// Load the view, then fill the heaviest Best hosts behind its back.
+	if _, _, _, err := e.st.RankHosts(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.DB().ExecContext(ctx, `UPDATE hosts SET memory_mb_used = floor(memory_mb * ram_ratio)
+		WHERE name >= $1`, fmt.Sprintf("h%02d", n-scheduler.Best)); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := e.st.PlaceServer(ctx, e.server("p", "s"), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := srv.Host.String; h == "" || h >= fmt.Sprintf("h%02d", n-scheduler.Best) {
+		t.Errorf("placed on %q, want one of the first %d hosts", h, n-scheduler.Best)
+	}
+
+	// With every host full the answer is No valid host, with the reason.
+	if _, err := e.st.DB().ExecContext(ctx, `UPDATE hosts SET memory_mb_used = floor(memory_mb * ram_ratio)`); err != nil {
+		t.Fatal(err)
+	}
+	srv, err = e.st.PlaceServer(ctx, e.server("p", "t"), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fault store.FaultBody
+	_ = json.Unmarshal(srv.Fault, &fault)
+	if srv.Host.Valid || !strings.HasPrefix(fault.Message, "No valid host was found.") {
+		t.Errorf("with every host full: host %q, fault %q; want No valid host", srv.Host.String, fault.Message)
 	}
 }

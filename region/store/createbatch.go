@@ -26,6 +26,7 @@ type member struct {
 	cands []string
 	grace time.Duration
 	why   string // noHostReason
+	rest  func(ctx context.Context) ([]string, string, error)
 	// prior is the live server an earlier create with ns.RetryKey made;
 	// nothing is created for the member then.
 	prior string
@@ -68,7 +69,7 @@ func (s *Store) createBatch(ctx context.Context, tx *sqlx.Tx, reqs []*createReq)
 	out := make([]createResult, len(reqs))
 	ms := make([]*member, len(reqs))
 	for i, r := range reqs {
-		ms[i] = &member{i: i, ns: &r.ns, cands: r.candidates, grace: r.grace, why: r.noHostReason}
+		ms[i] = &member{i: i, ns: &r.ns, cands: r.candidates, grace: r.grace, why: r.noHostReason, rest: r.rest}
 	}
 	failed := func() bool {
 		return slices.ContainsFunc(out, func(o createResult) bool { return o.err != nil })
@@ -353,6 +354,7 @@ type hostRoom struct {
 // the first round places them all.
 func placeMembers(ctx context.Context, tx *sqlx.Tx, ms []*member) error {
 	for {
+		more := false // a member got the rest of its ranking
 		assigned := map[string][]*member{}
 		var hosts []string
 		assign := func(m *member, h string) {
@@ -406,11 +408,24 @@ func placeMembers(ctx context.Context, tx *sqlx.Tx, ms []*member) error {
 			switch {
 			case ok:
 				choose(m, h)
-			case !waiting:
+			case waiting:
+			case m.rest != nil:
+				// Its first candidates are taken: rank them all (the
+				// tried ones stay tried) and choose next round.
+				cands, why, err := m.rest(ctx)
+				if err != nil {
+					return err
+				}
+				m.cands, m.why, m.pos, m.rest = cands, why, 0, nil
+				more = true
+			default:
 				m.noHost = true
 			}
 		}
 		if len(hosts) == 0 {
+			if more {
+				continue
+			}
 			return nil
 		}
 		slices.Sort(hosts) // rows are locked in name order
