@@ -43,7 +43,9 @@ type Main struct {
 	TokenCacheTTL  time.Duration
 	HostGrace      time.Duration
 	BuildTimeout   time.Duration
-	Log            *slog.Logger
+	// CreateBatch is how concurrent server creates share transactions.
+	CreateBatch store.PlacementBatch
+	Log         *slog.Logger
 
 	store    *store.Store
 	notifier *dispatch.Notifier
@@ -63,6 +65,10 @@ func main() {
 	flag.DurationVar(&m.TokenCacheTTL, "token-cache-ttl", 30*time.Second, "how long a validated token is trusted")
 	flag.DurationVar(&m.HostGrace, "host-grace", 60*time.Second, "how long a host may be silent before it counts as down")
 	flag.DurationVar(&m.BuildTimeout, "build-timeout", 10*time.Minute, "fail builds that have not finished after this long (0: never)")
+	m.CreateBatch = store.DefaultPlacementBatch
+	flag.IntVar(&m.CreateBatch.Max, "create-batch", m.CreateBatch.Max, "most concurrent server creates committed in one transaction (1: one each)")
+	flag.DurationVar(&m.CreateBatch.Linger, "create-linger", m.CreateBatch.Linger, "how long a create batch waits for more creates to join it")
+	flag.IntVar(&m.CreateBatch.InFlight, "create-inflight", m.CreateBatch.InFlight, "create batches committing at once")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 	var lv slog.Level
@@ -93,6 +99,9 @@ func (m *Main) Run(ctx context.Context) error {
 	m.store, err = store.Open(ctx, m.DSN)
 	if err != nil {
 		return err
+	}
+	if m.CreateBatch != (store.PlacementBatch{}) {
+		m.store.SetPlacementBatch(m.CreateBatch)
 	}
 	net0, err := m.store.EnsureDefaultNetwork(ctx, "private", m.DefaultCIDR)
 	if err != nil {

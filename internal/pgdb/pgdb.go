@@ -110,7 +110,7 @@ func Tx(ctx context.Context, db *sqlx.DB, opts *sql.TxOptions, fn func(tx *sqlx.
 		committing, err = tx1(ctx, db, opts, fn)
 		var wait time.Duration
 		switch {
-		case retryable(err) && conflicts < 4:
+		case Retryable(err) && conflicts < 4:
 			wait = time.Duration(10<<conflicts) * time.Millisecond
 			conflicts++
 		case !committing && Unavailable(err) && time.Since(start) < unavailableRetry:
@@ -144,7 +144,9 @@ func tx1(ctx context.Context, db *sqlx.DB, opts *sql.TxOptions, fn func(tx *sqlx
 	return true, nil
 }
 
-func retryable(err error) bool {
+// Retryable reports whether err is a serialization failure or a deadlock:
+// the transaction lost a race and may be run again as it was.
+func Retryable(err error) bool {
 	var pe *pq.Error
 	if errors.As(err, &pe) {
 		return pe.Code == "40001" || pe.Code == "40P01"

@@ -280,15 +280,6 @@ func (a *API) rank(ctx context.Context, req scheduler.Request) ([]string, string
 	if err != nil {
 		return nil, "", err
 	}
-	var why []string
-	for reason, n := range rejected {
-		why = append(why, reason+": "+itoa(n))
-	}
-	reason := ""
-	if hosts == 0 {
-		reason = "There are no registered hosts."
-	} else if len(why) > 0 {
-		reason = "Hosts rejected (" + strings.Join(why, ", ") + ")."
-	}
+	reason := store.NoHostReason(rejected, hosts)
 	return names, reason, nil
 }

@@ -330,14 +330,10 @@ func reservationID() string {
 // place schedules and records a new server (or set).
 func (a *API) place(r *http.Request, ns store.NewServer, forceHost string) (*store.Server, error) {
 	f := ns.Flavor
-	candidates, reason, err := a.rank(r.Context(), scheduler.Request{
+	srv, err := a.cfg.Store.PlaceServer(r.Context(), ns, scheduler.Request{
 		VCPUs: f.VCPUs, MemoryMB: f.RAMMB, DiskGB: f.DiskGB,
 		ForceHost: forceHost, Now: time.Now(), Grace: a.cfg.HostGrace,
 	})
-	if err != nil {
-		return nil, err
-	}
-	srv, err := a.cfg.Store.CreateServer(r.Context(), ns, candidates, a.cfg.HostGrace, reason)
 	if err != nil {
 		return nil, err
 	}

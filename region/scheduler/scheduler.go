@@ -136,6 +136,42 @@ hostLoop:
 	return names, rejected
 }
 
+// Heavier reports whether host a weighs more than host b in Rank's order:
+// more free RAM, then the name.
+func Heavier(a, b *HostState) bool {
+	if fa, fb := a.FreeMemoryMB(), b.FreeMemoryMB(); fa != fb {
+		return fa > fb
+	}
+	return a.Name < b.Name
+}
+
+// RankFirst is Rank over hosts kept in weight order (order holds indexes
+// of hosts, heaviest first by Heavier): it returns the first limit hosts
+// that pass every filter, best first, and stops there. complete reports
+// whether it looked at every host, so that names are all the candidates
+// and rejected counts every reason; a fleet with room passes its first
+// few hosts, so a placement costs a few filter calls instead of one per
+// host.
+func RankFirst(hosts []HostState, order []int, r Request, limit int) (names []string, rejected map[string]int, complete bool) {
+	rejected = map[string]int{}
+	names = make([]string, 0, limit)
+hostLoop:
+	for _, i := range order {
+		if len(names) == limit {
+			return names, rejected, false
+		}
+		h := &hosts[i]
+		for _, f := range DefaultFilters {
+			if ok, why := f(h, &r); !ok {
+				rejected[why]++
+				continue hostLoop
+			}
+		}
+		names = append(names, h.Name)
+	}
+	return names, rejected, true
+}
+
 func heapUp(h []int, i int, less func(a, b int) bool) {
 	for i > 0 {
 		p := (i - 1) / 2
@@ -179,29 +215,58 @@ const (
 // members first, or fewest first), keeping the rank order among equals.
 func ApplyGroup(candidates []string, policy string, memberHosts map[string]int) []string {
 	out := make([]string, 0, len(candidates))
-	switch policy {
-	case Affinity:
-		for _, c := range candidates {
-			if len(memberHosts) == 0 || memberHosts[c] > 0 {
-				out = append(out, c)
-			}
+	for _, c := range candidates {
+		if GroupAllows(policy, 0, memberHosts, c) {
+			out = append(out, c)
 		}
-	case AntiAffinity:
-		for _, c := range candidates {
-			if memberHosts[c] == 0 {
-				out = append(out, c)
-			}
-		}
-	case SoftAffinity, SoftAntiAffinity:
-		out = append(out, candidates...)
-		slices.SortStableFunc(out, func(a, b string) int {
-			if policy == SoftAffinity {
-				return cmp.Compare(memberHosts[b], memberHosts[a])
-			}
-			return cmp.Compare(memberHosts[a], memberHosts[b])
-		})
-	default:
-		out = append(out, candidates...)
+	}
+	if policy == SoftAffinity || policy == SoftAntiAffinity {
+		slices.SortStableFunc(out, func(a, b string) int { return groupOrder(policy, memberHosts, a, b) })
 	}
 	return out
+}
+
+// GroupAllows reports whether a group's policy lets one more member go to
+// host, its members running on memberHosts (host → member count, no zero
+// counts). maxPerHost > 1 is anti-affinity's max_server_per_host rule
+// (microversion 2.64): up to that many members on one host. Soft policies
+// allow every host.
+func GroupAllows(policy string, maxPerHost int, memberHosts map[string]int, host string) bool {
+	switch policy {
+	case Affinity:
+		return len(memberHosts) == 0 || memberHosts[host] > 0
+	case AntiAffinity:
+		return memberHosts[host] < max(maxPerHost, 1)
+	}
+	return true
+}
+
+// groupOrder compares two hosts for a soft policy: below 0 when a is
+// preferred (more members for soft-affinity, fewer for soft-anti-affinity).
+func groupOrder(policy string, memberHosts map[string]int, a, b string) int {
+	if policy == SoftAffinity {
+		return cmp.Compare(memberHosts[b], memberHosts[a])
+	}
+	return cmp.Compare(memberHosts[a], memberHosts[b])
+}
+
+// GroupPick is the first host of ApplyGroup's order that skip does not
+// rule out, without building that order: the first allowed candidate for
+// a hard policy (or none), the most preferred one for a soft policy (rank
+// order among equals). It scans candidates once.
+func GroupPick(candidates []string, policy string, maxPerHost int, memberHosts map[string]int, skip func(string) bool) (string, bool) {
+	soft := policy == SoftAffinity || policy == SoftAntiAffinity
+	best, found := "", false
+	for _, c := range candidates {
+		if !GroupAllows(policy, maxPerHost, memberHosts, c) || skip(c) {
+			continue
+		}
+		if !soft {
+			return c, true
+		}
+		if !found || groupOrder(policy, memberHosts, c, best) < 0 {
+			best, found = c, true
+		}
+	}
+	return best, found
 }

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -120,5 +121,70 @@ func TestRankManyHosts(t *testing.T) {
 			t.Errorf("%s listed twice", n)
 		}
 		seen[n] = true
+	}
+}
+
+// TestGroupPick checks GroupPick against ApplyGroup: for every policy it
+// picks the first host of ApplyGroup's order that skip leaves, and
+// max_server_per_host lets anti-affinity stack up to its limit.
+func TestGroupPick(t *testing.T) {
+	ranked := []string{"a", "b", "c", "d"}
+	members := []map[string]int{{}, {"a": 1}, {"c": 2, "b": 1}, {"a": 1, "b": 1, "c": 1, "d": 1}}
+	skips := map[string]func(string) bool{
+		"none": func(string) bool { return false },
+		"a":    func(h string) bool { return h == "a" },
+		"b, c": func(h string) bool { return h == "b" || h == "c" },
+	}
+	for _, policy := range []string{"", Affinity, AntiAffinity, SoftAffinity, SoftAntiAffinity} {
+		for _, m := range members {
+			for name, skip := range skips {
+				want, wantOK := "", false
+				for _, h := range ApplyGroup(ranked, policy, m) {
+					if !skip(h) {
+						want, wantOK = h, true
+						break
+					}
+				}
+				if got, ok := GroupPick(ranked, policy, 0, m, skip); got != want || ok != wantOK {
+					t.Errorf("GroupPick(%q, members %v, skip %s) = %q, %v; want %q, %v", policy, m, name, got, ok, want, wantOK)
+				}
+			}
+		}
+	}
+	two := map[string]int{"a": 2, "b": 1}
+	if got, _ := GroupPick(ranked, AntiAffinity, 2, two, skips["none"]); got != "b" {
+		t.Errorf("anti-affinity with 2 per host over %v picked %q, want b", two, got)
+	}
+}
+
+// TestRankFirst checks that walking hosts in weight order gives Rank's
+// best candidates, and all of them with the rejections when it walks
+// every host.
+func TestRankFirst(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	var hosts []HostState
+	for i := range 100 {
+		hosts = append(hosts, host(fmt.Sprintf("h%03d", i), 4, 1024*(1+(i*37)%100), 0, now))
+	}
+	hosts = append(hosts, host("full", 4, 1024, 1024, now), host("down", 4, 1<<20, 0, now.Add(-time.Hour)))
+	order := make([]int, len(hosts))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		if Heavier(&hosts[a], &hosts[b]) {
+			return -1
+		}
+		return 1
+	})
+	req := Request{VCPUs: 1, MemoryMB: 512, Now: now, Grace: time.Minute}
+	want, wantRejected := Rank(hosts, req)
+	got, _, complete := RankFirst(hosts, order, req, Best)
+	if complete || !slices.Equal(got, want[:Best]) {
+		t.Errorf("first %d: %v (complete %v), want %v and not complete", Best, got, complete, want[:Best])
+	}
+	all, rejected, complete := RankFirst(hosts, order, req, len(hosts))
+	if !complete || len(all) != len(want) || !cmp.Equal(rejected, wantRejected) {
+		t.Errorf("all: %d names, rejected %v, complete %v; want %d, %v, complete", len(all), rejected, complete, len(want), wantRejected)
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -130,6 +133,8 @@ type hostView struct {
 	mu      sync.Mutex
 	hosts   []scheduler.HostState
 	index   map[string]int
+	order   []int // indexes of hosts, heaviest first (scheduler.Heavier)
+	pos     []int // pos[i] is host i's place in order
 	at      time.Time
 	loading bool   // one placement is re-reading the table; the rest use the old view meanwhile
 	gen     uint64 // bumped by invalidate, so a read that started before is not installed
@@ -137,7 +142,7 @@ type hostView struct {
 
 func (v *hostView) invalidate() {
 	v.mu.Lock()
-	v.hosts, v.index, v.at = nil, nil, time.Time{}
+	v.hosts, v.index, v.order, v.pos, v.at = nil, nil, nil, nil, time.Time{}
 	v.gen++
 	v.mu.Unlock()
 }
@@ -148,7 +153,41 @@ func (v *hostView) setLocked(hs []scheduler.HostState, at time.Time) {
 	for i, h := range hs {
 		idx[h.Name] = i
 	}
-	v.hosts, v.index, v.at = hs, idx, at
+	order := make([]int, len(hs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		if scheduler.Heavier(&hs[a], &hs[b]) {
+			return -1
+		}
+		return 1
+	})
+	pos := make([]int, len(hs))
+	for p, i := range order {
+		pos[i] = p
+	}
+	v.hosts, v.index, v.order, v.pos, v.at = hs, idx, order, pos, at
+}
+
+// debitLocked takes r's needs from host i in the view and moves the host
+// down the weight order to its new place; v.mu is held.
+func (v *hostView) debitLocked(i int, r scheduler.Request) {
+	h := &v.hosts[i]
+	h.VCPUsUsed += r.VCPUs
+	h.MemoryMBUsed += r.MemoryMB
+	h.DiskGBUsed += r.DiskGB
+	p := v.pos[i]
+	// The first host after p that is not heavier than i: i goes just
+	// before it.
+	q := p + 1 + sort.Search(len(v.order)-p-1, func(k int) bool {
+		return !scheduler.Heavier(&v.hosts[v.order[p+1+k]], h)
+	})
+	copy(v.order[p:q-1], v.order[p+1:q])
+	v.order[q-1] = i
+	for k := p; k < q; k++ {
+		v.pos[v.order[k]] = k
+	}
 }
 
 // loadLocked re-reads the hosts table with v.mu held (no view yet, or a
@@ -172,13 +211,29 @@ func (s *Store) RankHosts(ctx context.Context, r scheduler.Request) (names []str
 	v := &s.hostView
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	fresh := false
-	switch {
-	case v.hosts == nil:
+	fresh, err := v.viewLocked(ctx, s)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	names, rejected = scheduler.Rank(v.hosts, r)
+	if len(names) == 0 && !fresh {
 		if err := v.loadLocked(ctx, s); err != nil {
 			return nil, nil, 0, err
 		}
-		fresh = true
+		names, rejected = scheduler.Rank(v.hosts, r)
+	}
+	if len(names) > 0 {
+		v.debitLocked(v.index[names[0]], r)
+	}
+	return names, rejected, len(v.hosts), nil
+}
+
+// viewLocked returns a view fresh enough to rank from (see RankHosts),
+// with v.mu held on return whatever the error; fresh reports a re-read.
+func (v *hostView) viewLocked(ctx context.Context, s *Store) (fresh bool, err error) {
+	switch {
+	case v.hosts == nil:
+		return true, v.loadLocked(ctx, s)
 	case time.Since(v.at) > HostViewTTL && !v.loading:
 		// Re-read without holding the lock (10,000 hosts take tens of
 		// milliseconds), so other placements go on with the old view.
@@ -190,27 +245,72 @@ func (s *Store) RankHosts(ctx context.Context, r scheduler.Request) (names []str
 		v.mu.Lock()
 		v.loading = false
 		if err != nil {
-			return nil, nil, 0, err
+			return false, err
 		}
 		if v.gen == gen { // else a host changed meanwhile, and the next read decides
 			v.setLocked(hs, at)
-			fresh = true
+			return true, nil
 		}
 	}
-	names, rejected = scheduler.Rank(v.hosts, r)
+	return false, nil
+}
+
+// rankFirst ranks the first scheduler.Best hosts for r from the view,
+// walking it in weight order, and debits r from the best one. complete
+// says names are every candidate; otherwise rest ranks them all when the
+// batch has tried these. Like RankHosts, a view that yields no candidate
+// is re-read before the answer stands. reason is the "No valid host"
+// detail of a complete ranking.
+func (s *Store) rankFirst(ctx context.Context, r scheduler.Request) (names []string, reason string, complete bool, err error) {
+	v := &s.hostView
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	fresh, err := v.viewLocked(ctx, s)
+	if err != nil {
+		return nil, "", false, err
+	}
+	names, rejected, complete := scheduler.RankFirst(v.hosts, v.order, r, scheduler.Best)
 	if len(names) == 0 && !fresh {
 		if err := v.loadLocked(ctx, s); err != nil {
-			return nil, nil, 0, err
+			return nil, "", false, err
 		}
-		names, rejected = scheduler.Rank(v.hosts, r)
+		names, rejected, complete = scheduler.RankFirst(v.hosts, v.order, r, scheduler.Best)
 	}
 	if len(names) > 0 {
-		h := &v.hosts[v.index[names[0]]]
-		h.VCPUsUsed += r.VCPUs
-		h.MemoryMBUsed += r.MemoryMB
-		h.DiskGBUsed += r.DiskGB
+		v.debitLocked(v.index[names[0]], r)
 	}
-	return names, rejected, len(v.hosts), nil
+	return names, NoHostReason(rejected, len(v.hosts)), complete, nil
+}
+
+// rankAll ranks every candidate for r from the view, without a debit:
+// the rest of a ranking whose first hosts were all taken.
+func (s *Store) rankAll(ctx context.Context, r scheduler.Request) ([]string, string, error) {
+	v := &s.hostView
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, err := v.viewLocked(ctx, s); err != nil {
+		return nil, "", err
+	}
+	r.Now = time.Now()
+	names, rejected := scheduler.Rank(v.hosts, r)
+	return names, NoHostReason(rejected, len(v.hosts)), nil
+}
+
+// NoHostReason is the detail of Nova's "No valid host" fault: how many
+// hosts each filter rejected, or that there are none.
+func NoHostReason(rejected map[string]int, hosts int) string {
+	if hosts == 0 {
+		return "There are no registered hosts."
+	}
+	var why []string
+	for reason, n := range rejected {
+		why = append(why, fmt.Sprintf("%s: %d", reason, n))
+	}
+	if len(why) == 0 {
+		return ""
+	}
+	slices.Sort(why)
+	return "Hosts rejected (" + strings.Join(why, ", ") + ")."
 }
 
 // HostIndex returns a host's desired index (NotFound for unknown hosts).
@@ -236,30 +336,6 @@ func claimOn(ctx context.Context, tx *sqlx.Tx, host string, vcpus, ramMB, diskGB
 		  AND memory_mb_used + $3 <= floor(memory_mb * ram_ratio)
 		  AND disk_gb_used + $4 <= floor(disk_gb * disk_ratio)
 		  AND ($5 <= 0 OR last_heartbeat > now() - make_interval(secs => $5))`,
-		host, vcpus, ramMB, diskGB, grace.Seconds())
-	if err != nil {
-		return false, err
-	}
-	n, err := res.RowsAffected()
-	return n == 1, err
-}
-
-// claimAndWake is claimOn for a new set: the same UPDATE also bumps the
-// host's desired index and queues the NOTIFY that wakes its agent (what
-// notifyHost does in two more statements), since every statement of the
-// create transaction is PostgreSQL CPU on the scheduler's hot path.
-func claimAndWake(ctx context.Context, tx *sqlx.Tx, host string, vcpus, ramMB, diskGB int, grace time.Duration) (bool, error) {
-	res, err := tx.ExecContext(ctx, `
-		WITH c AS (
-			UPDATE hosts SET vcpus_used = vcpus_used + $2, memory_mb_used = memory_mb_used + $3,
-				disk_gb_used = disk_gb_used + $4, desired_index = desired_index + 1
-			WHERE name = $1 AND NOT disabled AND NOT forced_down
-			  AND vcpus_used + $2 <= floor(vcpus * cpu_ratio)
-			  AND memory_mb_used + $3 <= floor(memory_mb * ram_ratio)
-			  AND disk_gb_used + $4 <= floor(disk_gb * disk_ratio)
-			  AND ($5 <= 0 OR last_heartbeat > now() - make_interval(secs => $5))
-			RETURNING name)
-		SELECT pg_notify('berth_desired', name) FROM c`,
 		host, vcpus, ramMB, diskGB, grace.Seconds())
 	if err != nil {
 		return false, err

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 
 	"github.com/jmoiron/sqlx"
 
@@ -89,37 +88,10 @@ func projectUsage(ctx context.Context, q sqlx.QueryerContext, projectID string) 
 	return &u, err
 }
 
-// checkQuota refuses a boot that would take a project over its instances,
-// cores or ram quota. serverID is the server being created in tx: its row
-// is already inserted and is left out of the usage. It takes a
-// per-project advisory lock, held until tx ends, so concurrent boots
-// cannot both squeeze under the limit; the create transaction calls it
-// last, just before commit, so one project's boots queue only for this
-// check and the commit, not for the whole placement.
-func checkQuota(ctx context.Context, tx *sqlx.Tx, projectID, serverID string, vcpus, ramMB int) error {
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('quota:' || $1))`, projectID); err != nil {
-		return err
-	}
-	// One statement after the lock reads limits and usage: its snapshot
-	// sees every boot of the project that committed while this one waited.
-	var u struct {
-		Usage
-		Limits []byte `db:"limits"`
-	}
-	if err := sqlx.GetContext(ctx, tx, &u, `SELECT count(*) AS instances, coalesce(sum(vcpus), 0) AS cores,
-		coalesce(sum(ram_mb), 0) AS ram, 0 AS server_groups,
-		(SELECT coalesce(json_object_agg(resource, hard_limit), '{}') FROM quotas WHERE project_id = $1) AS limits
-		FROM servers WHERE project_id = $1 AND deleted_at IS NULL AND id <> $2`,
-		projectID, serverID); err != nil {
-		return err
-	}
-	limits := map[string]int{}
-	for k, v := range DefaultQuotas {
-		limits[k] = v
-	}
-	if err := json.Unmarshal(u.Limits, &limits); err != nil {
-		return err
-	}
+// overQuota refuses a boot of vcpus and ramMB that would take a project
+// using u over its instances, cores or ram limit (-1: unlimited). The
+// create path calls it under the project's quota lock (checkQuotas).
+func overQuota(limits map[string]int, u *Usage, vcpus, ramMB int) error {
 	for _, c := range []struct {
 		name       string
 		used, want int

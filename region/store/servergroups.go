@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 
 	"berth/internal/apierr"
 	"berth/internal/pgdb"
-	"berth/region/scheduler"
 )
 
 // ServerGroup is an os-server-groups record with its members.
@@ -102,65 +100,4 @@ func (s *Store) DeleteServerGroup(ctx context.Context, sc Scope, id string) erro
 	}
 	_, err := s.db.ExecContext(ctx, `DELETE FROM server_groups WHERE id = $1`, id)
 	return err
-}
-
-// groupCandidates applies a server group's policy to ranked candidates,
-// inside the create transaction: the group row lock serializes boots into
-// one group, so two anti-affinity members can never race onto one host.
-func groupCandidates(ctx context.Context, tx *sqlx.Tx, groupID, serverID string, candidates []string) ([]string, error) {
-	var g struct {
-		Policy string          `db:"policy"`
-		Rules  json.RawMessage `db:"rules"`
-	}
-	if err := tx.GetContext(ctx, &g, `SELECT policy, rules FROM server_groups WHERE id = $1 FOR UPDATE`, groupID); err != nil {
-		return nil, pgdb.NotFound(err, fmt.Sprintf("Instance group %s could not be found.", groupID))
-	}
-	policy := g.Policy
-	limits, err := quotasOfGroup(ctx, tx, groupID)
-	if err != nil {
-		return nil, err
-	}
-	var rows []struct {
-		Host string `db:"host"`
-		N    int    `db:"n"`
-	}
-	if err := tx.SelectContext(ctx, &rows, `SELECT s.host, count(*) AS n FROM server_group_members m
-		JOIN servers s ON s.id = m.server_id
-		WHERE m.group_id = $1 AND s.deleted_at IS NULL AND s.host IS NOT NULL GROUP BY s.host`, groupID); err != nil {
-		return nil, err
-	}
-	members := map[string]int{}
-	total := 0
-	for _, r := range rows {
-		members[r.Host] = r.N
-		total += r.N
-	}
-	if lim := limits; lim >= 0 && total+1 > lim {
-		return nil, apierr.OverLimitf("Quota exceeded, too many servers in group")
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO server_group_members (server_id, group_id) VALUES ($1, $2)`,
-		serverID, groupID); err != nil {
-		return nil, err
-	}
-	var rules struct {
-		MaxPerHost int `json:"max_server_per_host"`
-	}
-	_ = json.Unmarshal(g.Rules, &rules)
-	if policy == scheduler.AntiAffinity && rules.MaxPerHost > 1 {
-		// 2.64's rule: up to MaxPerHost members on one host.
-		return slices.DeleteFunc(slices.Clone(candidates), func(h string) bool { return members[h] >= rules.MaxPerHost }), nil
-	}
-	return scheduler.ApplyGroup(candidates, policy, members), nil
-}
-
-func quotasOfGroup(ctx context.Context, tx *sqlx.Tx, groupID string) (int, error) {
-	var project string
-	if err := tx.GetContext(ctx, &project, `SELECT project_id FROM server_groups WHERE id = $1`, groupID); err != nil {
-		return 0, err
-	}
-	q, err := quotas(ctx, tx, project)
-	if err != nil {
-		return 0, err
-	}
-	return q["server_group_members"], nil
 }

@@ -23,6 +23,8 @@ type Store struct {
 	now func() time.Time
 	// hostView is the scheduler's in-memory copy of the hosts table (hosts.go).
 	hostView hostView
+	// batcher commits concurrent creates together (batch.go).
+	batcher *batcher
 }
 
 // Open connects to dsn and applies region's migrations.
@@ -33,15 +35,29 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{db: db, now: time.Now}, nil
+	// Keep as many connections idle as may be open. With 10 idle of 20,
+	// a burst of creates (32 clients: request reads plus the batches)
+	// closed and reopened connections all the time, and each new backend
+	// costs PostgreSQL a fork, its catalog caches and every statement
+	// prepared again: 7.8 ms of PostgreSQL CPU per API placement against
+	// 1.6 with the pool kept (region/compute, 2,000 POST /servers by 32
+	// clients at 10,000 hosts). Idle ones still close after 5 minutes.
+	db.SetMaxIdleConns(20)
+	s := &Store{db: db, now: time.Now}
+	s.batcher = newBatcher(s, DefaultPlacementBatch)
+	return s, nil
 }
 
 // DB exposes the connection pool (for the dispatch listener's DSN-less
 // needs and for tests).
 func (s *Store) DB() *sqlx.DB { return s.db }
 
-// Close closes the pool.
-func (s *Store) Close() error { return s.db.Close() }
+// Close waits for the creates being committed, fails those still queued,
+// and closes the pool.
+func (s *Store) Close() error {
+	s.batcher.close()
+	return s.db.Close()
+}
 
 func (s *Store) tx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	return pgdb.Tx(ctx, s.db, nil, func(tx *sqlx.Tx) error {
