@@ -83,6 +83,9 @@ type DesiredState struct {
 	// loses its tunnel). Added by the hostagent (data path); region fills
 	// it.
 	Peers []Peer `json:"peers,omitempty"`
+	// Groups are the security groups the rules of the host's ports name
+	// as remote groups (SetRule.RemoteGroup), each with its members once.
+	Groups []SetGroup `json:"groups,omitempty"`
 }
 
 // DesiredSet is one set as region wants it on a host.
@@ -273,9 +276,9 @@ type SetPort struct {
 	// (anti-spoofing, no rogue DHCP or ARP for others' addresses) and only
 	// what Rules allow passes, statefully. Off: anything goes.
 	PortSecurity bool `json:"port_security"`
-	// Rules are the port's security group rules, resolved: remote groups
-	// are expanded to their members' addresses. Traffic not allowed by a
-	// rule is dropped; replies to allowed traffic pass (conntrack).
+	// Rules are the port's security group rules: remote CIDRs, or a remote
+	// group whose members DesiredState.Groups lists. Traffic not allowed
+	// by a rule is dropped; replies to allowed traffic pass (conntrack).
 	Rules []SetRule `json:"rules,omitempty"`
 	// Bandwidth limits the port; nil means unlimited.
 	Bandwidth *SetBandwidth `json:"bandwidth,omitempty"`
@@ -292,8 +295,38 @@ type SetRule struct {
 	PortMin int `json:"port_min,omitempty"`
 	PortMax int `json:"port_max,omitempty"`
 	// Remote are the CIDRs the rule admits traffic from (ingress) or to
-	// (egress); empty means any address.
+	// (egress); empty (and no RemoteGroup) means any address.
 	Remote []string `json:"remote,omitempty"`
+	// RemoteGroup, when set, is Neutron's remote_group_id: the rule admits
+	// the addresses of the group's ports on this port's network, listed
+	// once per host in DesiredState.Groups rather than in every rule, so
+	// a member joining or leaving changes one list, not every port's
+	// rules. Remote is then empty.
+	RemoteGroup string `json:"remote_group,omitempty"`
+	// RemoteGroupTag is RemoteGroup's SetGroup.Tag.
+	RemoteGroupTag int `json:"remote_group_tag,omitempty"`
+}
+
+// SetGroup is a security group that a rule of a port on the host names as
+// its remote group, with the members the rule admits.
+type SetGroup struct {
+	// ID is the security group's UUID.
+	ID string `json:"id"`
+	// Tag is a number unique to the group in the region (1-2147483647),
+	// stable for the group's life; the agent's OpenFlow conjunction id.
+	Tag int `json:"tag"`
+	// Members are the addresses of the group's ports (on servers) on the
+	// networks the host's ports are on.
+	Members []SetGroupMember `json:"members"`
+}
+
+// SetGroupMember is one port of a group: its network and address.
+type SetGroupMember struct {
+	NetworkID string `json:"network_id"`
+	// VNI is the network's SetPort.VNI.
+	VNI int `json:"vni,omitempty"`
+	// IP is the port's IPv4 address, e.g. "10.99.0.7".
+	IP string `json:"ip"`
 }
 
 // SetBandwidth is a port's rate limits, from the flavor's extra specs:

@@ -26,6 +26,7 @@ import (
 
 	"berth/hostagent/agent"
 	"berth/hostagent/agentapi"
+	"berth/hostagent/flows"
 	"berth/hostagent/hostinfo"
 	"berth/hostagent/images"
 	"berth/hostagent/ledger"
@@ -262,7 +263,7 @@ func (m *Main) Run(ctx context.Context) error {
 		m.agentURL = url
 		m.mu.Unlock()
 	}
-	peers := &peerTap{Region: agent.NewClient(c.RegionURL, c.Host, secret, nil), kick: make(chan struct{}, 1)}
+	peers := &peerTap{Region: agent.NewClient(c.RegionURL, c.Host, secret, nil), groups: nw.SetGroups, kick: make(chan struct{}, 1)}
 	a := agent.New(peers, rec, log, agent.Config{
 		Host: c.Host,
 		Register: schema.HostRegister{
@@ -321,19 +322,25 @@ func (m *Main) Run(ctx context.Context) error {
 }
 
 // peerTap passes region's desired state through to the agent and keeps
-// the peers (other hosts' tunnel endpoints) for the host network loop.
+// the peers (other hosts' tunnel endpoints) for the host network loop. The
+// remote groups of the desired ports go to the plumber at once, before
+// the agent's sync sees the sets whose rules name them.
 type peerTap struct {
 	agent.Region
-	mu    sync.Mutex
-	peers []schema.Peer
-	seen  bool
-	kick  chan struct{}
+	groups func([]flows.Group)
+	mu     sync.Mutex
+	peers  []schema.Peer
+	seen   bool
+	kick   chan struct{}
 }
 
 func (p *peerTap) Desired(ctx context.Context, index int64, wait time.Duration) (schema.DesiredState, error) {
 	ds, err := p.Region.Desired(ctx, index, wait)
 	if err != nil {
 		return ds, err
+	}
+	if p.groups != nil {
+		p.groups(flows.GroupsOf(ds))
 	}
 	p.mu.Lock()
 	changed := !p.seen || !slices.Equal(p.peers, ds.Peers)

@@ -9,13 +9,15 @@
 //	 0 classify      set port → reg6=VNI, go to 10; tunnel → reg6=tun_id, reg4=1, learn, go to 30;
 //	                 LOCAL (the host) → ARP/IPv4 for a subnet whose gateway it holds: reg6=VNI, reg4=2, go to 30
 //	10 port security own MAC+IP only (ARP: own spa/sha; no DHCP server replies); IPv4 → ct(zone=ofport) → 20
-//	20 egress SG     +est/+rel pass; +new matching an egress rule → ct(commit) → 30; else drop
+//	20 egress SG     +est/+rel pass; +new matching an egress rule → ct(commit) → 30; a remote-group
+//	                 rule is a conjunction (port side × member address, see groups.go); else drop
 //	30 L2 lookup     (reg6, dl_dst) of a local port → reg7=ofport, go to 40; broadcast ARP → flood
 //	                 in the network; a set's frame to the host's MAC → LOCAL; other unicast from a
 //	                 local port → 35
 //	35 remote MACs   learned (reg6, MAC) → tunnel with tun_id=VNI; else flood to every tunnel
 //	40 ingress       ARP → port; IPv4 → ct(zone=ofport) → 41
-//	41 ingress SG    +est/+rel → port; +new matching an ingress rule → ct(commit) → port; else drop
+//	41 ingress SG    +est/+rel → port; +new matching an ingress rule (or both sides of a remote-group
+//	                 conjunction) → ct(commit) → port; else drop
 //
 // The bridge's own port (LOCAL, the host) joins the networks whose gateway
 // address the host holds, on this host only: what it sends skips port
@@ -95,6 +97,9 @@ const (
 	KindPort Kind = 2
 	// KindLearn flows are remote MACs learned from tunnels.
 	KindLearn Kind = 3
+	// KindGroup flows are the shared remote-group flows (GroupFlows); the
+	// cookie key is 0 for the accept flows, else an AddressKey.
+	KindGroup Kind = 4
 )
 
 const cookieMagic = 0xbe
@@ -276,7 +281,7 @@ func PortFlows(p Port) ([]Flow, error) {
 		Flow{TableEgress, 200, inPort + ",ct_state=+inv+trk,ip", "drop"},
 		Flow{TableEgress, 190, inPort + ",ct_state=+est-inv+trk,ip", fmt.Sprintf("resubmit(,%d)", TableL2)},
 		Flow{TableEgress, 190, inPort + ",ct_state=+rel-inv+trk,ip", fmt.Sprintf("resubmit(,%d)", TableL2)},
-		Flow{TableEgress, 90, inPort, "drop"},
+		Flow{TableEgress, prioPortDrop, inPort, "drop"},
 
 		Flow{TableIngress, 100, dst + ",arp", out},
 		Flow{TableIngress, 100, dst + ",ip", fmt.Sprintf(ct, TableIngressCT)},
@@ -285,9 +290,34 @@ func PortFlows(p Port) ([]Flow, error) {
 		Flow{TableIngressCT, 200, dst + ",ct_state=+inv+trk,ip", "drop"},
 		Flow{TableIngressCT, 190, dst + ",ct_state=+est-inv+trk,ip", out},
 		Flow{TableIngressCT, 190, dst + ",ct_state=+rel-inv+trk,ip", out},
-		Flow{TableIngressCT, 90, dst, "drop"},
+		Flow{TableIngressCT, prioPortDrop, dst, "drop"},
 	)
+	// The port's side of remote-group rules (conjunction dimension 1/2),
+	// by flow: rules with the same protocol and ports naming several
+	// groups share one flow carrying each group's conjunction.
+	type side struct {
+		table int
+		match string
+	}
+	sides := map[side][]uint32{}
 	for i, r := range p.Rules {
+		if r.RemoteGroup != "" || r.RemoteGroupTag != 0 {
+			if r.RemoteGroupTag <= 0 || r.RemoteGroupTag > MaxTag || len(r.Remote) > 0 {
+				return nil, fmt.Errorf("rule %d: remote group %q with tag %d and remote %v", i, r.RemoteGroup, r.RemoteGroupTag, r.Remote)
+			}
+			matches, err := ruleMatches(r, false)
+			if err != nil {
+				return nil, fmt.Errorf("rule %d: %w", i, err)
+			}
+			for _, m := range matches {
+				sd := side{TableEgress, inPort + ",ct_state=+new-inv+trk," + m}
+				if r.Direction == "ingress" {
+					sd = side{TableIngressCT, dst + ",ct_state=+new-inv+trk," + m}
+				}
+				sides[sd] = append(sides[sd], uint32(r.RemoteGroupTag))
+			}
+			continue
+		}
 		matches, err := RuleMatches(r)
 		if err != nil {
 			return nil, fmt.Errorf("rule %d: %w", i, err)
@@ -295,18 +325,32 @@ func PortFlows(p Port) ([]Flow, error) {
 		for _, m := range matches {
 			switch r.Direction {
 			case "ingress":
-				fs = append(fs, Flow{TableIngressCT, 100, dst + ",ct_state=+new-inv+trk," + m, commit + "," + out})
+				fs = append(fs, Flow{TableIngressCT, prioRule, dst + ",ct_state=+new-inv+trk," + m, commit + "," + out})
 			case "egress":
-				fs = append(fs, Flow{TableEgress, 100, inPort + ",ct_state=+new-inv+trk," + m, commit + fmt.Sprintf(",resubmit(,%d)", TableL2)})
+				fs = append(fs, Flow{TableEgress, prioRule, inPort + ",ct_state=+new-inv+trk," + m, commit + fmt.Sprintf(",resubmit(,%d)", TableL2)})
 			}
 		}
+	}
+	for sd, tags := range sides {
+		fs = append(fs, Flow{sd.table, prioConj, sd.match, conj(tags, "1/2")})
 	}
 	return normalize(fs), nil
 }
 
 // RuleMatches renders one security group rule as the matches (protocol,
-// ports, remote address) of the flows that admit a new connection.
+// ports, remote address) of the flows that admit a new connection. A
+// remote-group rule has no such matches (it is a conjunction, see
+// GroupFlows) and is an error here.
 func RuleMatches(r schema.SetRule) ([]string, error) {
+	if r.RemoteGroup != "" || r.RemoteGroupTag != 0 {
+		return nil, fmt.Errorf("remote group %q is matched by conjunction, not by address", r.RemoteGroup)
+	}
+	return ruleMatches(r, true)
+}
+
+// ruleMatches is RuleMatches; without withRemote it leaves the remote
+// addresses out (the port's side of a remote-group rule).
+func ruleMatches(r schema.SetRule, withRemote bool) ([]string, error) {
 	if r.Direction != "ingress" && r.Direction != "egress" {
 		return nil, fmt.Errorf("bad direction %q", r.Direction)
 	}
@@ -350,6 +394,9 @@ func RuleMatches(r schema.SetRule) ([]string, error) {
 	}
 	var remotes []string
 	for _, c := range r.Remote {
+		if !withRemote {
+			break
+		}
 		_, n, err := net.ParseCIDR(c)
 		if err != nil {
 			ip := net.ParseIP(c).To4()

@@ -60,6 +60,22 @@ func TestPortFlowsGolden(t *testing.T) {
 			}
 			return p
 		}},
+		// Remote groups: the port's side of each conjunction; two groups
+		// with the same protocol and port share a flow; a plain rule with
+		// the same match stays a plain (higher-priority) flow.
+		{"secure-groups", func(p Port) Port {
+			p.Secure = true
+			p.Rules = []schema.SetRule{
+				{Direction: "egress"},
+				{Direction: "ingress", RemoteGroup: "g-default", RemoteGroupTag: 5},
+				{Direction: "ingress", Protocol: "tcp", PortMin: 22, PortMax: 22, RemoteGroup: "g-admin", RemoteGroupTag: 9},
+				{Direction: "ingress", Protocol: "tcp", PortMin: 22, PortMax: 22, RemoteGroup: "g-default", RemoteGroupTag: 5},
+				{Direction: "ingress", Protocol: "tcp", PortMin: 22, PortMax: 22, RemoteGroup: "g-default", RemoteGroupTag: 5}, // duplicate
+				{Direction: "ingress", Protocol: "tcp", PortMin: 22, PortMax: 22},
+				{Direction: "egress", Protocol: "udp", PortMin: 53, PortMax: 53, RemoteGroup: "g-dns", RemoteGroupTag: 12},
+			}
+			return p
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs, err := PortFlows(tc.port(base))
@@ -114,6 +130,10 @@ func TestPortFlowsRejectsBadPorts(t *testing.T) {
 		"bad direction": {OFPort: 1, VNI: 1, MAC: good.MAC, IP: good.IP, Secure: true, Rules: []schema.SetRule{{Direction: "both"}}},
 		"bad protocol":  {OFPort: 1, VNI: 1, MAC: good.MAC, IP: good.IP, Secure: true, Rules: []schema.SetRule{{Direction: "ingress", Protocol: "sctpx"}}},
 		"bad remote":    {OFPort: 1, VNI: 1, MAC: good.MAC, IP: good.IP, Secure: true, Rules: []schema.SetRule{{Direction: "ingress", Remote: []string{"10.0.0.0/33"}}}},
+		"group no tag":  {OFPort: 1, VNI: 1, MAC: good.MAC, IP: good.IP, Secure: true, Rules: []schema.SetRule{{Direction: "ingress", RemoteGroup: "g"}}},
+		"group and cidr": {OFPort: 1, VNI: 1, MAC: good.MAC, IP: good.IP, Secure: true,
+			Rules: []schema.SetRule{{Direction: "ingress", RemoteGroup: "g", RemoteGroupTag: 3, Remote: []string{"10.0.0.0/8"}}}},
+		"tag too big": {OFPort: 1, VNI: 1, MAC: good.MAC, IP: good.IP, Secure: true, Rules: []schema.SetRule{{Direction: "ingress", RemoteGroup: "g", RemoteGroupTag: MaxTag + 1}}},
 	} {
 		if _, err := PortFlows(p); err == nil {
 			t.Errorf("%s: PortFlows succeeded, want an error", name)

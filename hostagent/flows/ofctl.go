@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -127,14 +129,21 @@ func parseDump(out string) ([]Entry, error) {
 // atomically. Flows of fs with the match of an old flow replace it in
 // place; only old flows no longer wanted disappear.
 func (o OFCtl) Replace(ctx context.Context, cookie uint64, fs []Flow, stale []uint64) error {
+	return o.ReplaceSets(ctx, map[uint64][]Flow{cookie: fs}, stale)
+}
+
+// ReplaceSets is Replace for several flow sets (by cookie) in one bundle.
+func (o OFCtl) ReplaceSets(ctx context.Context, sets map[uint64][]Flow, stale []uint64) error {
 	var b strings.Builder
-	for _, f := range fs {
-		b.WriteString("add ")
-		b.WriteString(f.Spec(cookie))
-		b.WriteByte('\n')
+	for _, cookie := range slices.Sorted(maps.Keys(sets)) {
+		for _, f := range sets[cookie] {
+			b.WriteString("add ")
+			b.WriteString(f.Spec(cookie))
+			b.WriteByte('\n')
+		}
 	}
 	for _, c := range stale {
-		if c == cookie {
+		if _, ok := sets[c]; ok {
 			continue
 		}
 		fmt.Fprintf(&b, "delete cookie=%#x/%#x\n", c, MaskAll)

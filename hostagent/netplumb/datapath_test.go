@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"berth/hostagent/flows"
 	"berth/hostagent/netplumb"
 	"berth/hostagent/nettest"
 	"berth/hostagent/observed"
@@ -243,6 +246,167 @@ func TestSecurityGroups(t *testing.T) {
 	}
 	if err := nettest.Echo(conn, "cut"); err == nil {
 		t.Error("a→b:22 still established after its rule was removed")
+	}
+}
+
+// Remote groups (Neutron's remote_group_id) are conjunctions: the port's
+// side in its own flows, the members' addresses once per host in the
+// group flows. Members are admitted, others not; a member joining or
+// leaving changes the group flows only — the ports' flows, their policy
+// digests and their conntrack zones stay as they are.
+func TestRemoteGroups(t *testing.T) {
+	f := newFixture(t)
+	p := f.plumber(t, netplumb.Config{})
+	ctx := context.Background()
+	const web, admin = 5, 9
+	fromWeb := schema.SetRule{Direction: "ingress", RemoteGroup: "web", RemoteGroupTag: web}
+	sshFromAdmin := schema.SetRule{Direction: "ingress", Protocol: "tcp", PortMin: 22, PortMax: 22, RemoteGroup: "admin", RemoteGroupTag: admin}
+	egress := schema.SetRule{Direction: "egress"}
+	ports := []schema.SetPort{
+		netPort(1, "net-1", true, []schema.SetRule{egress, fromWeb}),               // a: web
+		netPort(2, "net-1", true, []schema.SetRule{egress, fromWeb, sshFromAdmin}), // b: web
+		netPort(3, "net-1", true, []schema.SetRule{egress}),                        // c: none (yet)
+		netPort(4, "net-1", true, []schema.SetRule{egress}),                        // d: admin
+		// e may only open tcp connections to admin's members.
+		netPort(5, "net-1", true, []schema.SetRule{{Direction: "egress", Protocol: "tcp", RemoteGroup: "admin", RemoteGroupTag: admin}}),
+		netPort(6, "net-1", true, []schema.SetRule{{Direction: "ingress", Protocol: "tcp"}, egress}), // f: open to tcp
+	}
+	ports[3].Rules = append(ports[3].Rules, schema.SetRule{Direction: "ingress", Protocol: "tcp", PortMin: 80, PortMax: 80})
+	member := func(ps ...schema.SetPort) []schema.SetGroupMember {
+		var out []schema.SetGroupMember
+		for _, x := range ps {
+			out = append(out, schema.SetGroupMember{NetworkID: x.NetworkID, VNI: x.VNI, IP: x.IP})
+		}
+		return out
+	}
+	setGroups := func(webMembers, adminMembers []schema.SetGroupMember) {
+		t.Helper()
+		var sets []schema.DesiredSet
+		for _, x := range ports {
+			sets = append(sets, schema.DesiredSet{Ports: []schema.SetPort{x}})
+		}
+		p.SetGroups(flows.GroupsOf(schema.DesiredState{Sets: sets, Groups: []schema.SetGroup{
+			{ID: "web", Tag: web, Members: webMembers}, {ID: "admin", Tag: admin, Members: adminMembers}}}))
+	}
+	setGroups(member(ports[0], ports[1]), member(ports[3]))
+	var ss []*set
+	for _, x := range ports {
+		s := f.plumb(t, p, x)
+		ss = append(ss, s)
+		for _, l := range []string{":22", ":80"} {
+			nettest.EchoServer(nettest.Listen(t, s.pid, l))
+		}
+	}
+	a, b, c, d, e, ff := ss[0], ss[1], ss[2], ss[3], ss[4], ss[5]
+	expect := func(what string, from *set, to string, want bool) {
+		t.Helper()
+		err := nettest.TCPWorks(from.pid, to)
+		if want && err != nil {
+			t.Errorf("%s: %v", what, err)
+		}
+		if !want && err == nil {
+			t.Errorf("%s: connected, want refused", what)
+		}
+	}
+	expect("web member a → b:80", a, b.port.IP+":80", true)
+	expect("web member b → a:22", b, a.port.IP+":22", true)
+	expect("non-member c → b:80", c, b.port.IP+":80", false)
+	expect("admin member d → b:22", d, b.port.IP+":22", true)
+	expect("admin member d → b:80 (admin admits 22 only)", d, b.port.IP+":80", false)
+	expect("c → a:22", c, a.port.IP+":22", false)
+	expect("e → admin member d:80 (egress to admin)", e, d.port.IP+":80", true)
+	expect("e → f:80 (f is not in admin)", e, ff.port.IP+":80", false)
+	if err := nettest.Ping(a.pid, b.port.IP); err != nil {
+		t.Errorf("ping a → b (web admits any protocol): %v", err)
+	}
+
+	// O(n): one address flow per member and direction, none per port.
+	conjFlows := 0
+	for _, l := range f.flowsOf(t) {
+		if strings.Contains(l, ",2/2)") {
+			conjFlows++
+		}
+	}
+	if conjFlows != 4 {
+		t.Errorf("%d address flows, want 4 (web's a and b in table 41; admin's d in 41 for b's rule and in 20 for e's)", conjFlows)
+	}
+
+	portFlows := func() map[string]string {
+		out := map[string]string{}
+		for _, x := range ss {
+			of := fmt.Sprintf("reg7=%d,", f.ofportOf(t, x.port))
+			var b strings.Builder
+			for _, l := range f.flowsOf(t) {
+				if strings.Contains(l, of) {
+					b.WriteString(l + "\n")
+				}
+			}
+			out[x.port.IP] = b.String()
+		}
+		return out
+	}
+	before := portFlows()
+	conn, err := nettest.Dial(a.pid, b.port.IP+":80", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := nettest.Echo(conn, "before"); err != nil {
+		t.Fatal(err)
+	}
+
+	// c joins web: admitted at once, through the group flows alone.
+	setGroups(member(ports[0], ports[1], ports[2]), member(ports[3]))
+	if err := p.SyncHost(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expect("c → b:80 after c joined web", c, b.port.IP+":80", true)
+	for _, x := range ss {
+		if ok, err := p.Policy(ctx, 0, x.port, x.pid); !ok || err != nil {
+			t.Errorf("Policy(%s) after a membership change = %v, %v; want unchanged", x.port.IP, ok, err)
+		}
+	}
+	if diff := cmp.Diff(before, portFlows()); diff != "" {
+		t.Errorf("ports' flows changed with a membership change (-before +after):\n%s", diff)
+	}
+	if err := nettest.Echo(conn, "after c joined"); err != nil {
+		t.Errorf("established a → b:80 across another member's join: %v", err)
+	}
+
+	// a leaves web: its new connections are refused.
+	setGroups(member(ports[1], ports[2]), member(ports[3]))
+	if err := p.SyncHost(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expect("a → b:80 after a left web", a, b.port.IP+":80", false)
+	expect("c → b:80 still", c, b.port.IP+":80", true)
+
+	// The port's own rule naming a group is gone: the group stops
+	// admitting at that port (its zone is flushed as for any rule change).
+	b.port.Rules = []schema.SetRule{egress, sshFromAdmin}
+	ports[1] = b.port
+	setGroups(member(ports[1], ports[2]), member(ports[3]))
+	if err := p.ApplyPolicy(ctx, b.id, 0, b.port, b.pid); err != nil {
+		t.Fatal(err)
+	}
+	expect("c → b:80 after b dropped the web rule", c, b.port.IP+":80", false)
+	expect("d → b:22 still", d, b.port.IP+":22", true)
+
+	// Every port unplumbed: no group flow is left once no port names a group.
+	for _, x := range ss {
+		if err := p.Unplumb(ctx, observed.Port{SetID: x.id, PortID: x.port.ID}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ports = nil
+	setGroups(nil, nil)
+	if err := p.SyncHost(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range f.flowsOf(t) {
+		if strings.Contains(l, "conj") {
+			t.Errorf("left after the last port: %s", l)
+		}
 	}
 }
 

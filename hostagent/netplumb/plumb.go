@@ -81,6 +81,11 @@ type Plumber struct {
 	mu         sync.Mutex
 	peers      []schema.Peer
 	peersKnown bool
+	// groups are the remote groups of the desired ports (SetGroups);
+	// until the first SetGroups the group flows are left as they are.
+	// groupsDirty: changed since they were last installed.
+	groups                   []flows.Group
+	groupsKnown, groupsDirty bool
 
 	// snap keeps the rows of the last List for the policy checks that
 	// follow it (see snapshot).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,7 +56,13 @@ func (p *Plumber) policyOf(port schema.SetPort, ofport int) (portPolicy, error) 
 	h := fnv.New64a()
 	fmt.Fprintf(h, "%x|%v|%d|", pol.cookie, port.PortSecurity, fp.VNI)
 	for _, r := range port.Rules {
-		fmt.Fprintf(h, "%s/%s/%d/%d/%s;", r.Direction, r.Protocol, r.PortMin, r.PortMax, strings.Join(r.Remote, ","))
+		fmt.Fprintf(h, "%s/%s/%d/%d/%s", r.Direction, r.Protocol, r.PortMin, r.PortMax, strings.Join(r.Remote, ","))
+		if r.RemoteGroupTag != 0 {
+			// The group's members are not the port's: they come and go
+			// without touching its rules (or its conntrack zone).
+			fmt.Fprintf(h, "/group=%s#%d", r.RemoteGroup, r.RemoteGroupTag)
+		}
+		h.Write([]byte{';'})
 	}
 	pol.rules = fmt.Sprintf("%016x", h.Sum64())
 	for _, c := range []*shaper.Class{pol.spec.In, pol.spec.Out} {
@@ -191,6 +198,13 @@ func (p *Plumber) applyPolicy(ctx context.Context, index int, port schema.SetPor
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// The groups this port's rules name get their address and accept
+	// flows before the port's side of the conjunctions goes in.
+	if p.groupsDirty {
+		if err := p.syncGroupsLocked(ctx, nil, false); err != nil {
+			return err
+		}
+	}
 	if err := p.installPortFlows(ctx, pol); err != nil {
 		return err
 	}
@@ -317,6 +331,72 @@ func (p *Plumber) SetPeers(peers []schema.Peer) {
 	p.peers, p.peersKnown = slices.Clone(peers), true
 }
 
+// SetGroups tells the plumber the remote groups of the host's desired
+// ports (flows.GroupsOf of the desired state); the next ApplyPolicy or
+// SyncHost installs their flows.
+func (p *Plumber) SetGroups(gs []flows.Group) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.groupsKnown && reflect.DeepEqual(p.groups, gs) {
+		return
+	}
+	p.groups, p.groupsKnown, p.groupsDirty = gs, true, true
+}
+
+// syncGroupsLocked makes the switch's group flows those of p.groups,
+// changing only the cookie keys (member addresses) that differ, in one
+// bundle. es are the host's flows when the caller dumped them (dumped).
+func (p *Plumber) syncGroupsLocked(ctx context.Context, es []flows.Entry, dumped bool) error {
+	if !p.groupsKnown {
+		return nil
+	}
+	if !dumped {
+		var err error
+		if es, err = p.of.Dump(ctx, flows.Cookie(p.tag, flows.KindGroup, 0, 0), flows.MaskKind); err != nil {
+			return err
+		}
+	}
+	have := map[uint16]map[uint64]int{}
+	for _, e := range es {
+		if flows.CookieKind(e.Cookie) != flows.KindGroup {
+			continue
+		}
+		k, _ := flows.CookieKey(e.Cookie)
+		if have[k] == nil {
+			have[k] = map[uint64]int{}
+		}
+		have[k][e.Cookie]++
+	}
+	want := flows.GroupFlows(p.groups)
+	sets := map[uint64][]flows.Flow{}
+	var stale []uint64
+	for k, fs := range want {
+		c := flows.Cookie(p.tag, flows.KindGroup, k, flows.Digest(fs))
+		if h := have[k]; len(h) == 1 && h[c] == len(fs) {
+			continue
+		}
+		sets[c] = fs
+		for oc := range have[k] {
+			stale = append(stale, oc)
+		}
+	}
+	for k, h := range have {
+		if _, ok := want[k]; !ok {
+			for oc := range h {
+				stale = append(stale, oc)
+			}
+		}
+	}
+	if len(sets) > 0 || len(stale) > 0 {
+		if err := p.of.ReplaceSets(ctx, sets, stale); err != nil {
+			return fmt.Errorf("group flows: %w", err)
+		}
+		p.log.Debug("group flows changed", "sets", len(sets), "removed", len(stale))
+	}
+	p.groupsDirty = false
+	return nil
+}
+
 // SyncHost converges the host-level data path: tunnels to the peers, the
 // table defaults, per-network flooding and tunnel classification; and
 // removes flows and inbound classes of ports that are no longer plugged.
@@ -400,6 +480,9 @@ func (p *Plumber) syncHostLocked(ctx context.Context) error {
 		if err := p.of.Replace(ctx, cookie, fs, stale); err != nil {
 			return fmt.Errorf("host flows: %w", err)
 		}
+	}
+	if err := p.syncGroupsLocked(ctx, es, true); err != nil {
+		return err
 	}
 	for k := range staleKeys {
 		p.log.Info("removing flows of a port no longer plugged", "ofport", k)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -988,9 +989,80 @@ func TestDesiredDataPath(t *testing.T) {
 			egress = append(egress, r)
 		}
 	}
-	if len(egress) != 1 || len(egress[0].Remote) != 0 || len(ingress) != 1 ||
-		strings.Join(ingress[0].Remote, ",") != a.IP+"/32,"+b.IP+"/32" {
-		t.Errorf("rules = %+v, want egress any and ingress from %s and %s", a.Rules, a.IP, b.IP)
+	if len(egress) != 1 || len(egress[0].Remote) != 0 || egress[0].RemoteGroup != "" || len(ingress) != 1 ||
+		len(ingress[0].Remote) != 0 || ingress[0].RemoteGroup == "" || ingress[0].RemoteGroupTag <= 0 {
+		t.Fatalf("rules = %+v, want egress any and ingress from the default group", a.Rules)
+	}
+	// The group's members are listed once for the host, not in the rule.
+	members := func(ds schema.DesiredState) string {
+		for _, g := range ds.Groups {
+			if g.ID == ingress[0].RemoteGroup {
+				if g.Tag != ingress[0].RemoteGroupTag {
+					t.Errorf("group tag %d, rule's %d", g.Tag, ingress[0].RemoteGroupTag)
+				}
+				var ips []string
+				for _, m := range g.Members {
+					if m.NetworkID != a.NetworkID || m.VNI != a.VNI {
+						t.Errorf("member %+v, want on network %s vni %d", m, a.NetworkID, a.VNI)
+					}
+					ips = append(ips, m.IP)
+				}
+				return strings.Join(ips, ",")
+			}
+		}
+		t.Fatalf("groups %+v lack the default group %s", ds.Groups, ingress[0].RemoteGroup)
+		return ""
+	}
+	if got, want := members(ds), strings.Join(slices.Sorted(slices.Values([]string{a.IP, b.IP})), ","); got != want {
+		t.Errorf("default group members = %s, want %s", got, want)
+	}
+
+	// A server of the group booted on another host joins the members and
+	// wakes this host's agent; the ports' rules (and their sets'
+	// generations) stay as they were. Its delete does the same.
+	e.registerHost(t, "h2", 8192)
+	disabled := true
+	if _, err := e.store.SetHostService(ctx, "h1", &disabled, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	woken := func(what string, before schema.DesiredState) schema.DesiredState {
+		t.Helper()
+		after := e.desired(t, "h1")
+		if after.Index <= before.Index {
+			t.Errorf("h1's index %d → %d after %s; want its agent woken", before.Index, after.Index, what)
+		}
+		for i := range after.Sets {
+			if after.Sets[i].Generation != before.Sets[i].Generation {
+				t.Errorf("set %s generation %d → %d after %s", after.Sets[i].Name, before.Sets[i].Generation, after.Sets[i].Generation, what)
+			}
+		}
+		return after
+	}
+	before := e.desired(t, "h1")
+	c, err := servers.Create(ctx, demo, servers.CreateOpts{Name: "c", ImageRef: demoImage, FlavorRef: "1"}, nil).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cIP string
+	for _, d := range e.desired(t, "h2").Sets {
+		if d.ID == c.ID {
+			cIP = d.Ports[0].IP
+		}
+	}
+	if cIP == "" {
+		t.Fatalf("c is not on h2")
+	}
+	after := woken("a member booted on h2", before)
+	if got, want := members(after), strings.Join(slices.Sorted(slices.Values([]string{a.IP, b.IP, cIP})), ","); got != want {
+		t.Errorf("members after c booted = %s, want %s", got, want)
+	}
+	if err := servers.Delete(ctx, demo, c.ID).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	e.converge(t, "h2", schema.PowerShutdown, nil)
+	after = woken("a member was deleted on h2", after)
+	if got, want := members(after), strings.Join(slices.Sorted(slices.Values([]string{a.IP, b.IP})), ","); got != want {
+		t.Errorf("members after c was deleted = %s, want %s", got, want)
 	}
 }
 

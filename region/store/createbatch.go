@@ -115,6 +115,16 @@ func (s *Store) createBatch(ctx context.Context, tx *sqlx.Tx, reqs []*createReq)
 			}
 		}
 	}
+	// The new servers' addresses join their groups' member lists.
+	var placed []string
+	for _, m := range create {
+		if m.host != "" {
+			placed = append(placed, m.ns.ID)
+		}
+	}
+	if err := wakeGroupHosts(ctx, tx, placed, nil); err != nil {
+		return nil, err
+	}
 	// Last, so the projects' quota locks are held only to commit.
 	if err := checkQuotas(ctx, tx, create, out); err != nil || failed() {
 		return out, err

@@ -179,6 +179,10 @@ func finalizeDelete(ctx context.Context, tx *sqlx.Tx, srv *Server, actionID int6
 		srv.ID, novastate.Deleted); err != nil {
 		return err
 	}
+	// Its addresses leave the member lists of its ports' groups.
+	if err := wakeGroupHosts(ctx, tx, []string{srv.ID}, nil); err != nil {
+		return err
+	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM ports WHERE server_id = $1 AND auto_delete`, srv.ID); err != nil {
 		return err
 	}
@@ -232,6 +236,15 @@ func (s *Store) DesiredForHost(ctx context.Context, host string, peerGrace time.
 		if err != nil {
 			return err
 		}
+		var all []Port
+		for _, ps := range ports {
+			all = append(all, ps...)
+		}
+		setPorts, groups, err := desiredPorts(ctx, tx, all)
+		if err != nil {
+			return err
+		}
+		out.Groups = groups
 		for _, srv := range srvs {
 			ds := schema.DesiredSet{
 				ID: srv.ID, ProjectID: srv.ProjectID, Name: srv.Name, Hostname: HostnameOf(srv.Name),
@@ -249,10 +262,8 @@ func (s *Store) DesiredForHost(ctx context.Context, host string, peerGrace time.
 			}
 			bw := bandwidthOf(srv.ExtraSpecs)
 			for _, p := range ports[srv.ID] {
-				sp, err := setPort(ctx, tx, &p, bw)
-				if err != nil {
-					return err
-				}
+				sp := setPorts[p.ID]
+				sp.Bandwidth = bw
 				ds.Ports = append(ds.Ports, sp)
 			}
 			out.Sets = append(out.Sets, ds)

@@ -517,11 +517,23 @@ func (s *Store) UpdatePort(ctx context.Context, sc Scope, id string, ch PortChan
 			if _, err := tx.ExecContext(ctx, `DELETE FROM port_security_groups WHERE port_id = $1`, id); err != nil {
 				return err
 			}
+			if p.ServerID != "" {
+				// The groups the port leaves lose a member; the ones it
+				// joins are found through the port below.
+				if err := wakeGroupHosts(ctx, tx, []string{p.ServerID}, p.SecurityGroups); err != nil {
+					return err
+				}
+			}
 			p.SecurityGroups = ch.Groups
 			if p.SecurityGroups == nil {
 				p.SecurityGroups = []string{}
 			}
 			if err := setPortGroups(ctx, tx, p); err != nil {
+				return err
+			}
+		}
+		if ch.SetGroups && p.ServerID != "" {
+			if err := wakeGroupHosts(ctx, tx, []string{p.ServerID}, nil); err != nil {
 				return err
 			}
 		}
@@ -841,6 +853,30 @@ func (s *Store) DeleteRule(ctx context.Context, sc Scope, id string) error {
 	})
 }
 
+// wakeGroupHosts wakes the agents of the hosts whose ports have rules
+// naming, as their remote group, one of groups or a group of the servers'
+// ports: those groups' members (DesiredState.Groups) changed. Member lists
+// are not part of any set, so no generation moves; only the hosts' desired
+// index does. The rows are locked in name order, as claims lock them.
+func wakeGroupHosts(ctx context.Context, tx *sqlx.Tx, serverIDs, groups []string) error {
+	if len(serverIDs) == 0 && len(groups) == 0 {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `WITH g AS (
+			SELECT pg.group_id FROM port_security_groups pg JOIN ports p ON p.id = pg.port_id
+			WHERE p.server_id = ANY($1::uuid[])
+			UNION SELECT unnest($2::uuid[])),
+		h AS (SELECT name FROM hosts WHERE name IN (
+			SELECT s.host FROM security_group_rules r
+			JOIN port_security_groups pg ON pg.group_id = r.group_id
+			JOIN ports p ON p.id = pg.port_id JOIN servers s ON s.id = p.server_id
+			WHERE r.remote_group_id IN (SELECT group_id FROM g) AND s.host IS NOT NULL AND s.deleted_at IS NULL)
+			ORDER BY name FOR UPDATE),
+		u AS (UPDATE hosts SET desired_index = desired_index + 1 WHERE name IN (SELECT name FROM h) RETURNING name)
+		SELECT pg_notify('berth_desired', name) FROM u`, pq.Array(serverIDs), pq.Array(groups))
+	return err
+}
+
 func touchGroupServers(ctx context.Context, tx *sqlx.Tx, groupID string) error {
 	var servers []string
 	if err := tx.SelectContext(ctx, &servers, `SELECT DISTINCT p.server_id::text FROM port_security_groups g
@@ -904,6 +940,9 @@ func (s *Store) SetServerSecurityGroup(ctx context.Context, serverID, projectID,
 					return apierr.NotFoundf("Security group %s not associated with the instance %s", name, serverID)
 				}
 			}
+		}
+		if err := wakeGroupHosts(ctx, tx, nil, ids); err != nil {
+			return err
 		}
 		return touchServerOfPort(ctx, tx, serverID)
 	})
