@@ -95,6 +95,7 @@ type Config struct {
 	Listen            string
 	AgentURL          string
 	PidsLimit         int64
+	DockerParallel    int
 	TunnelIP          string
 	HostBandwidthMbit int
 	OFTarget          string
@@ -152,6 +153,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8780", `address of the agent's own API (port 0: any free port; "": no API)`)
 	fs.StringVar(&c.AgentURL, "agent-url", "", "URL region uses to reach the agent API (default: from --listen)")
 	fs.Int64Var(&c.PidsLimit, "pids-limit", 1024, "processes per container when the flavor sets none")
+	fs.IntVar(&c.DockerParallel, "docker-parallel", 0, "container creates, starts and removes in flight at once (0: 4 per CPU)")
 	fs.StringVar(&c.TunnelIP, "tunnel-ip", "", "this host's VXLAN tunnel endpoint (registered with region; \"\": no tunnels)")
 	fs.IntVar(&c.HostBandwidthMbit, "host-bandwidth-mbit", 10000, "inbound capacity the host's sets share (HTB parent class)")
 	fs.BoolVar(&c.PrintSeccomp, "print-seccomp-profile", false, "print the seccomp profile every container gets (Docker's default less the ptrace family) as JSON and exit")
@@ -238,7 +240,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := nw.SyncHost(ctx); err != nil {
 		return fmt.Errorf("host data path: %w", err)
 	}
-	rt := runtime.New(m.docker, log, runtime.Config{Host: c.Host, PauseBinary: c.PauseBinary, StopGrace: c.StopGrace, PidsLimit: c.PidsLimit})
+	rt := runtime.New(m.docker, log, runtime.Config{Host: c.Host, PauseBinary: c.PauseBinary, StopGrace: c.StopGrace, PidsLimit: c.PidsLimit, MaxParallel: c.DockerParallel})
 	img := images.New(m.docker, log, images.Config{ImageURL: c.ImageURL, Token: secret, Registry: c.RegistryPull})
 	led, err := ledger.Open(filepath.Join(c.StateDir, "applied-generations.json"))
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"regexp"
+	goruntime "runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,6 +57,13 @@ type Config struct {
 	// PidsLimit caps a member container's processes when the set's limits
 	// do not (default 1024).
 	PidsLimit int64
+	// MaxParallel caps the container creates, starts and removes in
+	// flight at once (default 4 per CPU). A burst of sets then queues in
+	// the agent instead of inside dockerd, where a hundred concurrent
+	// starts on two cores each outlast CallTimeout and fail builds that
+	// would have succeeded a few seconds later. The wait for a slot is not
+	// part of CallTimeout.
+	MaxParallel int
 }
 
 // Docker implements the reconciler's runtime on the Docker Engine API.
@@ -68,6 +76,8 @@ type Docker struct {
 	// and Berth's seccomp profile (secErr if it could not be rendered).
 	secOpt []string
 	secErr error
+
+	heavy chan struct{} // slots of MaxParallel
 
 	pauseMu     sync.Mutex // guards pauseRef and noDiskQuota
 	pauseRef    string
@@ -85,7 +95,10 @@ func New(cli *client.Client, log *slog.Logger, cfg Config) *Docker {
 	if cfg.PidsLimit <= 0 {
 		cfg.PidsLimit = 1024
 	}
-	d := &Docker{cli: cli, cfg: cfg, log: log, secOpt: []string{"no-new-privileges"}}
+	if cfg.MaxParallel <= 0 {
+		cfg.MaxParallel = 4 * goruntime.NumCPU()
+	}
+	d := &Docker{cli: cli, cfg: cfg, log: log, secOpt: []string{"no-new-privileges"}, heavy: make(chan struct{}, cfg.MaxParallel)}
 	opt, err := seccompOpt()
 	if err != nil {
 		d.secErr = fmt.Errorf("render seccomp profile: %w", err)
@@ -113,6 +126,18 @@ func sanitizeName(s string) string {
 
 func (d *Docker) call(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, d.cfg.CallTimeout)
+}
+
+// heavyCall is call for a create, start or remove: it first waits for one
+// of MaxParallel slots (or ctx), and its timeout runs from then.
+func (d *Docker) heavyCall(ctx context.Context) (context.Context, context.CancelFunc, error) {
+	select {
+	case d.heavy <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+	cctx, cancel := d.call(ctx)
+	return cctx, func() { cancel(); <-d.heavy }, nil
 }
 
 func (d *Docker) labels(set schema.DesiredSet, role, member, spec string) map[string]string {
@@ -419,7 +444,10 @@ func (d *Docker) create(ctx context.Context, cfg *container.Config, hc *containe
 	if d.secErr != nil {
 		return "", d.secErr // never a container without its profile
 	}
-	cctx, cancel := d.call(ctx)
+	cctx, cancel, err := d.heavyCall(ctx)
+	if err != nil {
+		return "", fmt.Errorf("create container %s: %w", name, err)
+	}
 	defer cancel()
 	resp, err := d.cli.ContainerCreate(cctx, cfg, hc, nil, nil, name)
 	if err != nil {
@@ -433,7 +461,10 @@ func (d *Docker) create(ctx context.Context, cfg *container.Config, hc *containe
 
 // Start starts a container; starting a running one is a no-op.
 func (d *Docker) Start(ctx context.Context, id string) error {
-	sctx, cancel := d.call(ctx)
+	sctx, cancel, err := d.heavyCall(ctx)
+	if err != nil {
+		return fmt.Errorf("start container %s: %w", id, err)
+	}
 	defer cancel()
 	if err := d.cli.ContainerStart(sctx, id, container.StartOptions{}); err != nil {
 		return fmt.Errorf("start container %s: %w", id, err)
@@ -523,9 +554,12 @@ func (d *Docker) Update(ctx context.Context, id string, l schema.SetLimits) erro
 // Remove force-removes a container and its anonymous volumes; a missing
 // container is already removed.
 func (d *Docker) Remove(ctx context.Context, id string) error {
-	rctx, cancel := d.call(ctx)
+	rctx, cancel, err := d.heavyCall(ctx)
+	if err != nil {
+		return fmt.Errorf("remove container %s: %w", id, err)
+	}
 	defer cancel()
-	err := d.cli.ContainerRemove(rctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	err = d.cli.ContainerRemove(rctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
 	if err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container %s: %w", id, err)
 	}
