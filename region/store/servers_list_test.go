@@ -115,6 +115,37 @@ func TestServerVersionFollowsWrites(t *testing.T) {
 	}
 }
 
+// TestAgentReportsChangeVersionOnlyWithNews: an agent reports every set
+// every few seconds; a report that says nothing new must not renew the
+// server's version (else nothing could stay cached).
+func TestAgentReportsChangeVersionOnlyWithNews(t *testing.T) {
+	st, ids := seedDB(t, "a")
+	ctx := context.Background()
+	exec(t, st.DB(), `UPDATE servers SET observed_generation = generation`)
+	obs := schema.ObservedSet{ID: ids[0], Generation: 1, Exists: true, PowerState: schema.PowerRunning,
+		Containers: []schema.ObservedContainer{{Role: "app", Name: "app", ID: "c1", State: "running", StartedAt: time.Unix(1e9, 0)}}}
+	report := func() store.ServerVersion {
+		t.Helper()
+		if err := st.ApplyObserved(ctx, "h1", obs); err != nil {
+			t.Fatal(err)
+		}
+		return stampOf(t, st, ids[0]).Version
+	}
+	first := report()
+	if again := report(); again != first {
+		t.Errorf("the same report twice: version %+v → %+v, want unchanged", first, again)
+	}
+	obs.Containers[0].RestartCount = 1
+	if news := report(); news == first {
+		t.Errorf("a report with a restart left the version at %+v", news)
+	}
+	obs.PowerState = schema.PowerShutdown
+	before := stampOf(t, st, ids[0]).Version
+	if news := report(); news == before {
+		t.Errorf("a report with a new power state left the version at %+v", news)
+	}
+}
+
 // TestListServerStamps: the stamps list as ListServers does (order,
 // markers, scope) and carry names and hosts of any bytes.
 func TestListServerStamps(t *testing.T) {
