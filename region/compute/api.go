@@ -36,6 +36,9 @@ type Config struct {
 	HostGrace time.Duration
 	// PublicURL, when set, is the base of links (else the request's host).
 	PublicURL string
+	// RenderCacheBytes bounds the rendered servers kept for lists and
+	// shows (rendercache.go): 0 is 64 MiB, below 0 keeps none.
+	RenderCacheBytes int
 }
 
 // API is the compute API.
@@ -44,12 +47,17 @@ type API struct {
 	log         *slog.Logger
 	actionTable map[string]actionFunc
 	hosts       hostStatuses
+	renders     *renderCache
 }
 
 // New returns the compute API handler. extra, when non-nil, is called to
 // mount more routes (the agents' internal API) outside Keystone auth.
 func New(cfg Config, extra func(r *mux.Router)) http.Handler {
 	a := &API{cfg: cfg, log: cfg.Log}
+	if cfg.RenderCacheBytes == 0 {
+		cfg.RenderCacheBytes = defaultRenderCacheBytes
+	}
+	a.renders = newRenderCache(cfg.RenderCacheBytes, renderCacheMaxAge, time.Now)
 	a.actionTable = a.actions()
 	root := mux.NewRouter()
 	root.NotFoundHandler = a.wrap(func(w http.ResponseWriter, r *http.Request) error {
