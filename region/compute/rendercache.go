@@ -1,7 +1,6 @@
 package compute
 
 import (
-	"strings"
 	"sync"
 	"time"
 
@@ -11,9 +10,8 @@ import (
 // renderCache keeps the JSON bodies of the servers region has rendered,
 // so a list or show of a server that has not changed copies its body
 // instead of reading its whole row and ports, building the view and
-// encoding it again (with the store's stamps, region's CPU for a page of
-// 1,000 servers fell from 20-46 ms to about 2 ms: docs/performance.md,
-// scenario 4).
+// encoding it again (region's CPU for a page of 1,000 servers fell from
+// 20-46 ms to about 2 ms: docs/performance.md, scenario 4).
 //
 // A body is kept under the server's id and the viewOpts it was rendered
 // with, and carries the store.ServerVersion of the data it came from. It
@@ -123,7 +121,7 @@ func (c *renderCache) lookup(keys []renderKey, versions []store.ServerVersion, b
 		if es := c.old[k.id]; es != nil {
 			if j := find(es, k.opts); j >= 0 && es[j].version == versions[i] {
 				bodies[i] = es[j].body
-				c.putLocked(strings.Clone(k.id), es[j])
+				c.putLocked(k.id, es[j])
 				continue
 			}
 		}
@@ -142,9 +140,7 @@ func (c *renderCache) store(keys []renderKey, versions []store.ServerVersion, bo
 	defer c.mu.Unlock()
 	c.age()
 	for _, i := range idx {
-		// The id may point into a larger string (the store's page of
-		// stamps); a kept key must not hold that alive.
-		c.putLocked(strings.Clone(keys[i].id), rendered{opts: keys[i].opts, version: versions[i], body: bodies[i]})
+		c.putLocked(keys[i].id, rendered{opts: keys[i].opts, version: versions[i], body: bodies[i]})
 	}
 }
 

@@ -313,10 +313,14 @@ func TestServerBodyFollowsEveryChange(t *testing.T) {
 				}
 				e.converge(t, "h1", schema.PowerRunning, nil)
 			},
-			shows: func(c caller, v serverView) bool { return v.field("image", "id") == altImage && v.field("status") == "ACTIVE" }},
+			shows: func(c caller, v serverView) bool {
+				return v.field("image", "id") == altImage && v.field("status") == "ACTIVE"
+			}},
 		{name: "security group added to the server", active: true,
-			change: func(t *testing.T, id string) { action(t, id, map[string]any{"addSecurityGroup": map[string]string{"name": "web"}}) },
-			shows:  func(c caller, v serverView) bool { return v.groupNames() == "default,web" }},
+			change: func(t *testing.T, id string) {
+				action(t, id, map[string]any{"addSecurityGroup": map[string]string{"name": "web"}})
+			},
+			shows: func(c caller, v serverView) bool { return v.groupNames() == "default,web" }},
 		{name: "port's security groups changed (Neutron)", active: true,
 			change: func(t *testing.T, id string) {
 				if _, err := e.store.UpdatePort(ctx, sc, portOf(t, id).ID, store.PortChanges{SetGroups: true, Groups: []string{web.ID}}); err != nil {
