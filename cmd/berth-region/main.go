@@ -43,7 +43,10 @@ type Main struct {
 	TokenCacheTTL  time.Duration
 	HostGrace      time.Duration
 	BuildTimeout   time.Duration
-	Log            *slog.Logger
+	// RenderCacheMB bounds the rendered servers kept for lists and shows:
+	// 0 is compute's default (64), below 0 keeps none.
+	RenderCacheMB int
+	Log           *slog.Logger
 
 	store    *store.Store
 	notifier *dispatch.Notifier
@@ -63,6 +66,7 @@ func main() {
 	flag.DurationVar(&m.TokenCacheTTL, "token-cache-ttl", 30*time.Second, "how long a validated token is trusted")
 	flag.DurationVar(&m.HostGrace, "host-grace", 60*time.Second, "how long a host may be silent before it counts as down")
 	flag.DurationVar(&m.BuildTimeout, "build-timeout", 10*time.Minute, "fail builds that have not finished after this long (0: never)")
+	flag.IntVar(&m.RenderCacheMB, "render-cache-mb", 0, "MB of rendered servers kept for lists and shows (0: 64; -1: none)")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 	var lv slog.Level
@@ -112,7 +116,7 @@ func (m *Main) Run(ctx context.Context) error {
 	computeAPI := compute.New(compute.Config{
 		Store: m.store, Validator: validator, Images: imageclient.New(m.ImageURL, nil), Agents: agentclient.New(token),
 		Log: m.Log.With("component", "compute"), DefaultNetworkID: net0.ID, HostGrace: m.HostGrace,
-		PublicURL: m.PublicURL,
+		PublicURL: m.PublicURL, RenderCacheBytes: m.RenderCacheMB << 20,
 	}, func(r *mux.Router) {
 		r.Use(metrics.RouteTemplate)
 		agents.Register(r.PathPrefix("/internal/v1").Subrouter())
