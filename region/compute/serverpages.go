@@ -44,6 +44,25 @@ func (a *API) listServerPage(w http.ResponseWriter, r *http.Request, detail bool
 		httpx.WriteJSON(w, http.StatusOK, body)
 		return nil
 	}
+	buf, err := a.buildServerPage(r, f, limit, q)
+	if err != nil {
+		return err
+	}
+	defer putBuffer(buf)
+	writeJSONBytes(w, buf.Bytes())
+	return nil
+}
+
+// buildServerPage is the body of a detailed list, in a buffer to put back
+// (putBuffer). Only so many are built at once (API.pages); the caller
+// writes the answer, which waits on the client, after.
+func (a *API) buildServerPage(r *http.Request, f *store.ServerFilter, limit int, q url.Values) (*bytes.Buffer, error) {
+	select {
+	case a.pages <- struct{}{}:
+		defer func() { <-a.pages }()
+	case <-r.Context().Done():
+		return nil, r.Context().Err()
+	}
 	v := a.viewerOf(r)
 	var p page
 	var stamps []store.ServerStamp
@@ -58,14 +77,13 @@ func (a *API) listServerPage(w http.ResponseWriter, r *http.Request, detail bool
 			return p.lookup(a.renders, v, st)
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := p.render(a.renders, rows); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	buf := getBuffer()
-	defer putBuffer(buf)
 	buf.WriteString(`{"servers":[`)
 	sep := false
 	for _, b := range p.bodies {
@@ -82,14 +100,14 @@ func (a *API) listServerPage(w http.ResponseWriter, r *http.Request, detail bool
 	if limit > 0 && len(stamps) == limit {
 		links, err := json.Marshal(nextLink(v.opts.base, r.URL.Path, q, stamps[len(stamps)-1].ID))
 		if err != nil {
-			return err
+			putBuffer(buf)
+			return nil, err
 		}
 		buf.WriteString(`,"servers_links":`)
 		buf.Write(links)
 	}
 	buf.WriteString("}\n")
-	writeJSONBytes(w, buf.Bytes())
-	return nil
+	return buf, nil
 }
 
 func (a *API) showServer(w http.ResponseWriter, r *http.Request) error {
