@@ -32,14 +32,10 @@ $$;
 -- +goose StatementEnd
 
 -- +goose StatementBegin
+-- (OLD is NULL on INSERT and NEW on DELETE.)
 CREATE FUNCTION ports_render_touch() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.server_id IS NOT NULL THEN
-        PERFORM server_render_touch(OLD.server_id);
-    END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.server_id IS NOT NULL THEN
-        PERFORM server_render_touch(NEW.server_id);
-    END IF;
+    PERFORM server_render_touch(s) FROM (VALUES (OLD.server_id), (NEW.server_id)) v(s) WHERE s IS NOT NULL;
     RETURN NULL;
 END
 $$;
@@ -47,21 +43,9 @@ $$;
 
 -- +goose StatementBegin
 CREATE FUNCTION port_groups_render_touch() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    server uuid;
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        SELECT server_id INTO server FROM ports WHERE id = OLD.port_id;
-        IF server IS NOT NULL THEN
-            PERFORM server_render_touch(server);
-        END IF;
-    END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        SELECT server_id INTO server FROM ports WHERE id = NEW.port_id;
-        IF server IS NOT NULL THEN
-            PERFORM server_render_touch(server);
-        END IF;
-    END IF;
+    PERFORM server_render_touch(p.server_id) FROM ports p
+    WHERE p.id IN (OLD.port_id, NEW.port_id) AND p.server_id IS NOT NULL;
     RETURN NULL;
 END
 $$;

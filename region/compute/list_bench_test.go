@@ -3,7 +3,6 @@ package compute_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
@@ -12,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"berth/schema"
 )
 
 // seedServers inserts n ACTIVE servers of demo-project on host, each with
@@ -24,18 +21,7 @@ func (e *env) seedServers(t testing.TB, host string, n int) []string {
 	t.Helper()
 	ctx := context.Background()
 	db := e.store.DB()
-	body, _ := json.Marshal(schema.HostRegister{VCPUs: 64, MemoryMB: 1 << 20, DiskGB: 4000})
-	req, _ := http.NewRequest(http.MethodPut, e.url+"/internal/v1/hosts/"+host, bytes.NewReader(body))
-	req.Header.Set(schema.AgentTokenHeader, agentToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("register host: %d", resp.StatusCode)
-	}
+	e.registerHost64(t, host)
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
