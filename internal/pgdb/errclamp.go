@@ -89,7 +89,7 @@ const (
 type clampConn struct {
 	net.Conn
 	r    *bufio.Reader // reads Conn; every read goes through it
-	mu   sync.Mutex // mode, set by the first Write, read by Read
+	mu   sync.Mutex    // mode, set by the first Write, read by Read
 	mode int
 	out  []byte // bytes due to the reader before any new read
 	left int    // body bytes of the current message still to pass through
