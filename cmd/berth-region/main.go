@@ -45,7 +45,10 @@ type Main struct {
 	BuildTimeout   time.Duration
 	// CreateBatch is how concurrent server creates share transactions.
 	CreateBatch store.PlacementBatch
-	Log         *slog.Logger
+	// RenderCacheMB bounds the rendered servers kept for lists and shows:
+	// 0 is compute's default (64), below 0 keeps none.
+	RenderCacheMB int
+	Log           *slog.Logger
 
 	store    *store.Store
 	notifier *dispatch.Notifier
@@ -69,6 +72,7 @@ func main() {
 	flag.IntVar(&m.CreateBatch.Max, "create-batch", m.CreateBatch.Max, "most concurrent server creates committed in one transaction (1: one each)")
 	flag.DurationVar(&m.CreateBatch.Linger, "create-linger", m.CreateBatch.Linger, "how long a create batch waits for more creates to join it")
 	flag.IntVar(&m.CreateBatch.InFlight, "create-inflight", m.CreateBatch.InFlight, "create batches committing at once")
+	flag.IntVar(&m.RenderCacheMB, "render-cache-mb", 0, "MB of rendered servers kept for lists and shows (0: 64; -1: none)")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 	var lv slog.Level
@@ -121,7 +125,7 @@ func (m *Main) Run(ctx context.Context) error {
 	computeAPI := compute.New(compute.Config{
 		Store: m.store, Validator: validator, Images: imageclient.New(m.ImageURL, nil), Agents: agentclient.New(token),
 		Log: m.Log.With("component", "compute"), DefaultNetworkID: net0.ID, HostGrace: m.HostGrace,
-		PublicURL: m.PublicURL,
+		PublicURL: m.PublicURL, RenderCacheBytes: m.RenderCacheMB << 20,
 	}, func(r *mux.Router) {
 		r.Use(metrics.RouteTemplate)
 		agents.Register(r.PathPrefix("/internal/v1").Subrouter())

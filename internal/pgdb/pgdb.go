@@ -36,8 +36,13 @@ func Open(ctx context.Context, dsn string, fsys fs.FS, dir, table string, wait t
 		c = w(c)
 	}
 	db := sqlx.NewDb(sql.OpenDB(c), "postgres")
+	// As many idle connections as open ones: a busy API's demand swings
+	// around any lower number, and each connection closed there and opened
+	// again costs PostgreSQL a backend start and its prepared statements
+	// (with 32 clients listing servers: 14 new sessions/s at 10 idle).
+	// Idle ones still close after ConnMaxIdleTime.
 	db.SetMaxOpenConns(20)
-	db.SetMaxIdleConns(10)
+	db.SetMaxIdleConns(20)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	deadline := time.Now().Add(wait)
 	for {

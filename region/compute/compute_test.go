@@ -41,12 +41,14 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 const (
 	agentToken = "test-agent-token-0123456789"
 	demoImage  = "11111111-2222-3333-4444-555555555555"
-	privImage  = "99999999-2222-3333-4444-555555555555"
+	// altImage is a second public docker image (rebuilds).
+	altImage  = "11111111-2222-3333-4444-666666666666"
+	privImage = "99999999-2222-3333-4444-555555555555"
 )
 
 // fakeKeystone is a test double of Keystone's token validation API
 // (GET /v3/auth/tokens): each token maps to a project and roles.
-func fakeKeystone(t *testing.T) *httptest.Server {
+func fakeKeystone(t testing.TB) *httptest.Server {
 	type who struct {
 		project string
 		roles   []string
@@ -78,9 +80,9 @@ func fakeKeystone(t *testing.T) *httptest.Server {
 	return srv
 }
 
-// fakeGlance is a test double of imagesvc's GET /v2/images/{id}: one
-// public docker image, and one private image only demo-project sees.
-func fakeGlance(t *testing.T) *httptest.Server {
+// fakeGlance is a test double of imagesvc's GET /v2/images/{id}: two
+// public docker images, and one private image only demo-project sees.
+func fakeGlance(t testing.TB) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/v2/images" && r.URL.Query().Get("name") == "demo":
@@ -91,6 +93,9 @@ func fakeGlance(t *testing.T) *httptest.Server {
 		case r.URL.Path == "/v2/images/"+demoImage:
 			_ = json.NewEncoder(w).Encode(imageclient.Image{ID: demoImage, Name: "demo", Status: "active",
 				ContainerFormat: "docker", DiskFormat: "raw", DockerImageID: "sha256:abc"})
+		case r.URL.Path == "/v2/images/"+altImage:
+			_ = json.NewEncoder(w).Encode(imageclient.Image{ID: altImage, Name: "alt", Status: "active",
+				ContainerFormat: "docker", DiskFormat: "raw", DockerImageID: "sha256:def"})
 		case r.URL.Path == "/v2/images/"+privImage && r.Header.Get("X-Auth-Token") == "demo-token":
 			_ = json.NewEncoder(w).Encode(imageclient.Image{ID: privImage, Name: "priv", Status: "active",
 				ContainerFormat: "bare", DiskFormat: "qcow2"})
@@ -107,7 +112,7 @@ type env struct {
 	store *store.Store
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	dsn := pgtest.DSN(t)
 	ctx := context.Background()

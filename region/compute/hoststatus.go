@@ -3,7 +3,6 @@ package compute
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"sync"
 	"time"
 
@@ -19,46 +18,53 @@ type hostStatuses struct {
 	byHost map[string]string
 }
 
-// hostStatus is Nova's host_status of a server on host: "" with no host,
-// MAINTENANCE when the host's service is disabled, UP or DOWN from its
-// heartbeats (and forced-down), UNKNOWN when the host is not known.
-func (a *API) hostStatus(ctx context.Context, host string) string {
-	if host == "" {
-		return ""
-	}
+// hostStatusOf returns Nova's host_status of a server on a host: "" with
+// no host, MAINTENANCE when the host's service is disabled, UP or DOWN
+// from its heartbeats (and forced-down), UNKNOWN when the host is not
+// known. The hosts are read (at most once a second) before it returns,
+// so the function it returns does no I/O: a list may call it while it
+// holds a database connection.
+func (a *API) hostStatusOf(ctx context.Context) func(host string) string {
 	c := &a.hosts
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.byHost == nil || time.Since(c.at) > time.Second {
-		hs, err := a.cfg.Store.ListHosts(ctx)
-		if err != nil {
+	byHost := c.byHost
+	if byHost == nil || time.Since(c.at) > time.Second {
+		byHost = nil // every host UNKNOWN if they cannot be read
+		if hs, err := a.cfg.Store.ListHosts(ctx); err != nil {
 			a.log.Warn("host status", "err", err)
-			return "UNKNOWN"
-		}
-		c.byHost = make(map[string]string, len(hs))
-		for i := range hs {
-			st := "DOWN"
-			switch {
-			case hs[i].Disabled:
-				st = "MAINTENANCE"
-			case a.hostUp(&hs[i]):
-				st = "UP"
+		} else {
+			// A new map each time: one handed out is never written again.
+			byHost = make(map[string]string, len(hs))
+			for i := range hs {
+				st := "DOWN"
+				switch {
+				case hs[i].Disabled:
+					st = "MAINTENANCE"
+				case a.hostUp(&hs[i]):
+					st = "UP"
+				}
+				byHost[hs[i].Name] = st
 			}
-			c.byHost[hs[i].Name] = st
+			c.byHost, c.at = byHost, time.Now()
 		}
-		c.at = time.Now()
 	}
-	if st, ok := c.byHost[host]; ok {
-		return st
+	return func(host string) string {
+		if host == "" {
+			return ""
+		}
+		if st, ok := byHost[host]; ok {
+			return st
+		}
+		return "UNKNOWN"
 	}
-	return "UNKNOWN"
 }
 
 // laterViewFields adds the server fields of microversions 2.16 and up.
-func (a *API) laterViewFields(r *http.Request, s *store.Server, v *schema.Server) {
-	mv := versionOf(r.Context())
-	if mv.AtLeast(Microversion{2, 16}) && identity(r.Context()).IsAdmin() {
-		st := a.hostStatus(r.Context(), s.Host.String)
+func laterViewFields(o viewOpts, s *store.Server, v *schema.Server) {
+	mv := o.mv
+	if o.showsHostStatus() {
+		st := o.hostStatus
 		v.HostStatus = &st
 	}
 	if mv.AtLeast(Microversion{2, 19}) {

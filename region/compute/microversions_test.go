@@ -1,11 +1,8 @@
 package compute_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"net/http"
 	"testing"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
@@ -18,24 +15,10 @@ import (
 // raw makes one compute request at a microversion and decodes the body.
 func (e *env) raw(t *testing.T, method, path, version, token string, body any) (int, map[string]any) {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, e.url+"/v2.1"+path, rd)
-	req.Header.Set("X-Auth-Token", token)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("OpenStack-API-Version", "compute "+version)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	code, b := e.do(t, caller{token: token, mv: version}, method, path, body, nil)
 	out := map[string]any{}
-	b, _ := io.ReadAll(resp.Body)
 	_ = json.Unmarshal(b, &out)
-	return resp.StatusCode, out
+	return code, out
 }
 
 // TestMicroversionBehaviour checks what each microversion from 2.16 on

@@ -368,15 +368,6 @@ func personalityFiles(ps []schema.Personality) ([]schema.SetFile, error) {
 	return out, nil
 }
 
-func (a *API) showServer(w http.ResponseWriter, r *http.Request) error {
-	srv, err := a.cfg.Store.FindServer(r.Context(), caller(r).Scope, mux.Vars(r)["id"])
-	if err != nil {
-		return err
-	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"server": a.serverView(r, srv)})
-	return nil
-}
-
 func (a *API) listServers(detail bool) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		q := r.URL.Query()
@@ -412,41 +403,15 @@ func (a *API) listServers(detail bool) handlerFunc {
 					return apierr.Invalidf("Invalid status value")
 				}
 				// Before 2.38 Nova returns an empty list for an unknown status.
-				return a.writeServers(w, r, detail, nil, limit, q)
+				return a.listServerPage(w, r, detail, nil, limit, q)
 			}
 			f.Status = &sf
 		}
 		if f.ChangesSince, f.ChangesBefore, err = changesWindow(r); err != nil {
 			return err
 		}
-		srvs, err := a.cfg.Store.ListServers(r.Context(), f)
-		if err != nil {
-			return err
-		}
-		return a.writeServers(w, r, detail, srvs, limit, q)
+		return a.listServerPage(w, r, detail, &f, limit, q)
 	}
-}
-
-func (a *API) writeServers(w http.ResponseWriter, r *http.Request, detail bool, srvs []store.Server, limit int, q map[string][]string) error {
-	body := map[string]any{}
-	if detail {
-		out := make([]schema.Server, len(srvs))
-		for i := range srvs {
-			out[i] = a.serverView(r, &srvs[i])
-		}
-		body["servers"] = out
-	} else {
-		out := make([]schema.ServerBrief, len(srvs))
-		for i, s := range srvs {
-			out[i] = schema.ServerBrief{ID: s.ID, Name: s.Name, Links: a.serverLinks(r, s.ID)}
-		}
-		body["servers"] = out
-	}
-	if limit > 0 && len(srvs) == limit {
-		body["servers_links"] = nextLink(a.baseURL(r), r.URL.Path, q, srvs[len(srvs)-1].ID)
-	}
-	httpx.WriteJSON(w, http.StatusOK, body)
-	return nil
 }
 
 func isFalse(s string) bool {

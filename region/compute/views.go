@@ -19,7 +19,10 @@ const (
 )
 
 func (a *API) serverLinks(r *http.Request, id string) []schema.Link {
-	base := a.baseURL(r)
+	return serverLinksAt(a.baseURL(r), id)
+}
+
+func serverLinksAt(base, id string) []schema.Link {
 	return []schema.Link{
 		{Href: base + "/v2.1/servers/" + id, Rel: "self"},
 		{Href: base + "/servers/" + id, Rel: "bookmark"},
@@ -59,8 +62,56 @@ func progressOf(s *store.Server) int {
 	return 0
 }
 
+// viewOpts is everything a server's body depends on besides the server
+// itself (its row, ports and their security groups, which
+// store.ServerVersion versions): the request's base URL (links), its
+// microversion and role, and, where the body shows it (admin, 2.16), the
+// status of the server's host. renderServer reads nothing else, so a body
+// rendered for a server version and a viewOpts is the body of every
+// request with the same two (the render cache relies on it).
+type viewOpts struct {
+	base       string
+	mv         Microversion
+	admin      bool
+	hostStatus string
+}
+
+// viewer makes the viewOpts of one request's servers.
+type viewer struct {
+	opts viewOpts
+	// status is the host status of a server's host, when bodies show it.
+	status func(host string) string
+}
+
+// viewerOf is the request's viewer. It reads the hosts table (at most
+// once a second) where bodies show host_status, and never after.
+func (a *API) viewerOf(r *http.Request) viewer {
+	v := viewer{opts: viewOpts{base: a.baseURL(r), mv: versionOf(r.Context()), admin: identity(r.Context()).IsAdmin()}}
+	if v.opts.showsHostStatus() {
+		v.status = a.hostStatusOf(r.Context())
+	}
+	return v
+}
+
+// optsFor is the viewOpts of a server on host.
+func (v viewer) optsFor(host string) viewOpts {
+	o := v.opts
+	if v.status != nil {
+		o.hostStatus = v.status(host)
+	}
+	return o
+}
+
+// showsHostStatus: host_status is in admins' bodies from 2.16.
+func (o viewOpts) showsHostStatus() bool { return o.admin && o.mv.AtLeast(Microversion{2, 16}) }
+
 func (a *API) serverView(r *http.Request, s *store.Server) schema.Server {
-	base := a.baseURL(r)
+	return renderServer(a.viewerOf(r).optsFor(s.Host.String), s)
+}
+
+// renderServer is the Nova body of s for a request with options o.
+func renderServer(o viewOpts, s *store.Server) schema.Server {
+	base := o.base
 	meta := map[string]string{}
 	_ = json.Unmarshal(s.Metadata, &meta)
 	addrs := map[string][]schema.Address{}
@@ -76,7 +127,7 @@ func (a *API) serverView(r *http.Request, s *store.Server) schema.Server {
 		Flavor:  schema.Ref{ID: s.FlavorID, Links: []schema.Link{{Href: base + "/flavors/" + s.FlavorID, Rel: "bookmark"}}},
 		Created: s.CreatedAt.UTC().Format(timeFormat), Updated: s.UpdatedAt.UTC().Format(timeFormat),
 		Addresses: addrs, AccessIPv4: s.AccessIPv4, AccessIPv6: s.AccessIPv6,
-		Links: a.serverLinks(r, s.ID), Progress: progressOf(s), ConfigDrive: "",
+		Links: serverLinksAt(base, s.ID), Progress: progressOf(s), ConfigDrive: "",
 		SecurityGroups: groupRefs(s.SecurityGroupNames),
 		DiskConfig:     "MANUAL", AvailabilityZone: s.AvailabilityZone,
 		PowerState: s.PowerState, VMState: s.VMState, VolumesAttached: []any{},
@@ -103,8 +154,8 @@ func (a *API) serverView(r *http.Request, s *store.Server) schema.Server {
 			v.Fault = &schema.Fault{Code: f.Code, Message: f.Message, Created: f.Created.UTC().Format(timeFormat)}
 		}
 	}
-	mv := versionOf(r.Context())
-	if identity(r.Context()).IsAdmin() {
+	mv := o.mv
+	if o.admin {
 		host := s.Host.String
 		name := "instance-" + s.ID
 		v.Host, v.HypervisorHostname, v.InstanceName = &host, &host, &name
@@ -122,7 +173,7 @@ func (a *API) serverView(r *http.Request, s *store.Server) schema.Server {
 		locked := s.Locked
 		v.Locked = &locked
 	}
-	a.laterViewFields(r, s, &v)
+	laterViewFields(o, s, &v)
 	return v
 }
 

@@ -351,8 +351,12 @@ func (s *Store) ApplyObserved(ctx context.Context, host string, obs schema.Obser
 		if obs.Containers == nil {
 			containers = []byte("[]")
 		}
+		// Only a change is written: agents report every set every few
+		// seconds, and rewriting an unchanged row would renew its version
+		// (xmin), which region's render cache goes by.
 		if _, err := tx.ExecContext(ctx, `UPDATE servers SET power_state = $2, containers = $3,
-			observed_generation = greatest(observed_generation, $4) WHERE id = $1`,
+			observed_generation = greatest(observed_generation, $4) WHERE id = $1
+			AND (power_state, containers, observed_generation) IS DISTINCT FROM ($2, $3::jsonb, greatest(observed_generation, $4))`,
 			srv.ID, power, containers, obs.Generation); err != nil {
 			return err
 		}
