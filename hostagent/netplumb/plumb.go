@@ -475,7 +475,7 @@ func (p *Plumber) Plumb(ctx context.Context, setID string, index int, port schem
 				err = errors.Join(err, derr)
 			}
 			p.mu.Lock()
-			if derr := p.syncHostLocked(uctx); derr != nil {
+			if derr := p.syncHostLocked(uctx, false); derr != nil {
 				err = errors.Join(err, derr)
 			}
 			p.mu.Unlock()
@@ -652,7 +652,7 @@ func (p *Plumber) Unplumb(ctx context.Context, port observed.Port) error {
 	}
 	var errs []error
 	p.mu.Lock()
-	if err := p.syncHostLocked(ctx); err != nil {
+	if err := p.syncHostLocked(ctx, false); err != nil {
 		errs = append(errs, err)
 	}
 	p.mu.Unlock()

@@ -226,7 +226,7 @@ func (p *Plumber) applyPolicy(ctx context.Context, index int, port schema.SetPor
 	}); err != nil {
 		return err
 	}
-	return p.syncHostLocked(ctx)
+	return p.syncHostLocked(ctx, false)
 }
 
 // installPortFlows swaps the port's flows for pol's in one bundle, unless
@@ -403,13 +403,23 @@ func (p *Plumber) syncGroupsLocked(ctx context.Context, es []flows.Entry, dumped
 func (p *Plumber) SyncHost(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.syncHostLocked(ctx)
+	return p.syncHostLocked(ctx, true)
 }
 
-func (p *Plumber) syncHostLocked(ctx context.Context) error {
+// syncHostLocked is SyncHost's pass. A full pass also collects the flows
+// of ports no longer plugged and checks the group flows, which takes a
+// dump of every flow of the host (thousands with a few hundred sets); the
+// pass that follows one port's change (plumb, policy, unplumb: the port's
+// own flows are already right) dumps only the host-level flows, so a
+// burst of boots does not dump the whole table once per port under p.mu.
+func (p *Plumber) syncHostLocked(ctx context.Context, full bool) error {
 	// Dump before listing ports: a port whose flows are in the dump was
 	// plugged before it, so the listing shows it and its flows stay.
-	es, err := p.of.Dump(ctx, flows.Cookie(p.tag, 0, 0, 0), flows.MaskHost)
+	cookie, mask := flows.Cookie(p.tag, 0, 0, 0), flows.MaskHost
+	if !full {
+		cookie, mask = flows.Cookie(p.tag, flows.KindHost, 0, 0), flows.MaskKind
+	}
+	es, err := p.of.Dump(ctx, cookie, mask)
 	if err != nil {
 		return err
 	}
@@ -459,7 +469,7 @@ func (p *Plumber) syncHostLocked(ctx context.Context) error {
 		hf.Networks = append(hf.Networks, flows.Network{VNI: v, Ports: ports})
 	}
 	fs := flows.HostFlows(hf)
-	cookie := flows.Cookie(p.tag, flows.KindHost, 0, flows.Digest(fs))
+	cookie = flows.Cookie(p.tag, flows.KindHost, 0, flows.Digest(fs))
 	have := map[uint64]int{}
 	staleKeys := map[uint16]bool{}
 	for _, e := range es {
@@ -481,8 +491,10 @@ func (p *Plumber) syncHostLocked(ctx context.Context) error {
 			return fmt.Errorf("host flows: %w", err)
 		}
 	}
-	if err := p.syncGroupsLocked(ctx, es, true); err != nil {
-		return err
+	if full {
+		if err := p.syncGroupsLocked(ctx, es, true); err != nil {
+			return err
+		}
 	}
 	for k := range staleKeys {
 		p.log.Info("removing flows of a port no longer plugged", "ofport", k)

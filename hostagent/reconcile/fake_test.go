@@ -375,8 +375,13 @@ func TestNewerDesiredReplacesPending(t *testing.T) {
 	if s.Error != "" {
 		t.Errorf("error = %q", s.Error)
 	}
-	if n := h.callCount("stop"); n != 2 { // the delete stops app and infra once
-		t.Errorf("stop calls = %d, want 2 (the stale stopped/running states were skipped): %v", n, h.calls)
+	// The delete removes app and infra with force (a KILL), without a
+	// stop; a stop would be the stale "stopped" state acted on.
+	if n := h.callCount("stop"); n != 0 {
+		t.Errorf("stop calls = %d, want 0 (the stale stopped/running states were skipped): %v", n, h.calls)
+	}
+	if n := h.callCount("remove"); n != 2 {
+		t.Errorf("remove calls = %d, want 2 (app and infra): %v", n, h.calls)
 	}
 	if n := h.callCount("create"); n != 2 {
 		t.Errorf("create calls = %d, want 2 (one set): %v", n, h.calls)

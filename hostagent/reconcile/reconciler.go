@@ -487,6 +487,10 @@ func (r *Reconciler) process(ctx context.Context, id string, d *schema.DesiredSe
 		last    Action
 		entry   ledger.Entry
 		retryAt time.Time
+		// settled is the observation that found nothing left to do, when
+		// the loop ended on it: it is what the set is, and the report
+		// below uses it instead of observing again.
+		settled map[string]*observed.Set
 	)
 	if d != nil {
 		opErr = setspec.Validate(d)
@@ -510,6 +514,7 @@ func (r *Reconciler) process(ctx context.Context, id string, d *schema.DesiredSe
 		}
 		if a.Op == OpNone {
 			retryAt = a.RetryAt
+			settled = obs
 			break
 		}
 		if step > 0 && a.Op == last.Op && slices.Equal(a.Targets, last.Targets) {
@@ -551,7 +556,10 @@ func (r *Reconciler) process(ctx context.Context, id string, d *schema.DesiredSe
 		}
 	}
 
-	after, obsErr := r.observe(ctx, id, want)
+	after, obsErr := settled, error(nil)
+	if after == nil {
+		after, obsErr = r.observe(ctx, id, want)
+	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -1098,31 +1106,70 @@ func (r *Reconciler) teardown(ctx context.Context, d *schema.DesiredSet, o *obse
 	if o == nil {
 		return nil
 	}
-	var errs []error
-	for _, p := range o.Ports {
-		if err := r.nw.Unplumb(ctx, p); err != nil {
-			errs = append(errs, fmt.Errorf("unplumb port %s: %w", p.PortID, err))
-		}
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
 	}
-	for _, c := range membersFirst(o) {
+	// A set being deleted loses its ports and its containers at the same
+	// time: neither waits for the other, and its members go in parallel
+	// (infra, which holds the namespaces, after them).
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for _, p := range o.Ports {
+			if err := r.nw.Unplumb(ctx, p); err != nil {
+				fail(fmt.Errorf("unplumb port %s: %w", p.PortID, err))
+			}
+		}
+	}()
+	if !deleting {
+		wg.Wait() // a set built again: its old ports go first, as before
+	}
+	remove := func(c observed.Container) {
 		if c.Paused {
 			if err := r.rt.Unpause(ctx, c.ID); err != nil {
-				errs = append(errs, fmt.Errorf("unpause %s container: %w", c.Member, err))
+				fail(fmt.Errorf("unpause %s container: %w", c.Member, err))
 			}
 		}
-		if c.Running {
-			stop := func() error { return r.rt.Stop(ctx, c.ID, grace(d)) }
-			if deleting {
-				stop = func() error { return r.rt.Kill(ctx, c.ID) }
-			}
-			if err := stop(); err != nil {
-				errs = append(errs, fmt.Errorf("stop %s container: %w", c.Member, err))
+		// Deleting: Remove forces, which is a KILL at once (no separate
+		// kill-and-wait call first).
+		if c.Running && !deleting {
+			if err := r.rt.Stop(ctx, c.ID, grace(d)); err != nil {
+				fail(fmt.Errorf("stop %s container: %w", c.Member, err))
 			}
 		}
 		if err := r.rt.Remove(ctx, c.ID); err != nil {
-			errs = append(errs, fmt.Errorf("remove %s container: %w", c.Member, err))
+			fail(fmt.Errorf("remove %s container: %w", c.Member, err))
 		}
 	}
+	var infra []observed.Container
+	var members sync.WaitGroup
+	for _, c := range membersFirst(o) {
+		if c.Role == observed.RoleInfra {
+			infra = append(infra, c)
+			continue
+		}
+		if !deleting {
+			remove(c)
+			continue
+		}
+		members.Add(1)
+		go func() {
+			defer members.Done()
+			remove(c)
+		}()
+	}
+	members.Wait()
+	for _, c := range infra {
+		remove(c)
+	}
+	wg.Wait()
 	if deleting && len(errs) == 0 {
 		for _, v := range o.Volumes {
 			if err := r.rt.RemoveVolume(ctx, v.Name); err != nil {
