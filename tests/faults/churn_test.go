@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"berth/internal/devstack"
 )
 
@@ -52,9 +54,29 @@ func startChurn(s *devstack.Stack, tok, img, sfx string, n int, urls []string) *
 				ch.c.add(op, r.code)
 				return r, true
 			}
-			r, ok := do("create", http.MethodPost, u+"/servers", map[string]any{
-				"server": map[string]any{"name": fmt.Sprintf("churn-%s-%d", sfx, i), "imageRef": img, "flavorRef": "1"}})
-			if !ok || r.code != http.StatusAccepted {
+			// A create whose answer is lost (region killed after its
+			// commit) or refused for now (503) is sent again with the same
+			// request id, as a careful client does: region answers a retry
+			// with the server the first try made (B7), so no server is
+			// made that its client does not know of.
+			rid := "req-" + uuid.NewString()
+			body := map[string]any{"server": map[string]any{"name": fmt.Sprintf("churn-%s-%d", sfx, i), "imageRef": img, "flavorRef": "1"}}
+			var r reply
+			for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+				var err error
+				r, err = call(http.MethodPost, u+"/servers", tok, body, map[string]string{"X-Openstack-Request-Id": rid})
+				if err != nil {
+					ch.mu.Lock()
+					ch.errsN++
+					ch.mu.Unlock()
+				} else {
+					ch.c.add("create", r.code)
+				}
+				if (err == nil && r.code != http.StatusServiceUnavailable) || time.Now().After(deadline) {
+					break
+				}
+			}
+			if r.code != http.StatusAccepted {
 				return
 			}
 			var v struct{ Server struct{ ID string } }
@@ -141,6 +163,7 @@ func TestFaultsDuringChurn(t *testing.T) {
 			took := settle(t, s, settleBound)
 			t.Logf("settled %s after the fault", took.Round(time.Millisecond))
 			checkFinal(t, s, demo, ids)
+			checkNoStrays(t, s, demo, "churn-"+sfx+"-", ids)
 		})
 	}
 }

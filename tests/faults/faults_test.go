@@ -252,6 +252,26 @@ func checkFinal(t *testing.T, s *devstack.Stack, tok string, ids []string) {
 	t.Logf("final states: %v", tally)
 }
 
+// checkNoStrays fails for every live server named with prefix that is not
+// among ids: a server made by a create whose client never learnt of it
+// (an answer lost, a retry that made a second one) would be a leak.
+func checkNoStrays(t *testing.T, s *devstack.Stack, tok, prefix string, ids []string) {
+	t.Helper()
+	r := api(t, http.MethodGet, s.ComputeURL()+"/servers?name=^"+prefix, tok, nil, nil)
+	if r.code != http.StatusOK {
+		t.Fatalf("list servers: %s", r)
+	}
+	var list struct{ Servers []struct{ ID, Name string } }
+	if err := json.Unmarshal(r.body, &list); err != nil {
+		t.Fatal(err)
+	}
+	for _, sv := range list.Servers {
+		if !slices.Contains(ids, sv.ID) {
+			t.Errorf("server %s (%s) exists, but no client was told of it", sv.ID, sv.Name)
+		}
+	}
+}
+
 // TestContainerKilledOutside: `docker kill` of a server's app container is
 // seen within one sync interval and the server goes SHUTOFF through the
 // normal stop path, recorded as a stop action of req-sync-power-state; a
