@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -204,6 +205,15 @@ func (s *Stack) addBridge(ctx context.Context) error {
 			return fmt.Errorf("ovs: bridge %s belongs to the running stack in %s", b.name, dir)
 		}
 	}
+	for _, name := range staleBridges(brs, s.cfg.Bridge, ownerAlive, dirExists) {
+		// A stack killed before its teardown leaves its bridge behind in
+		// the shared database, and every later start would bring it back.
+		if _, err := s.vsctl(ctx, "--if-exists", "del-br", name); err != nil {
+			s.log.Warn("could not remove the bridge of a dead stack", "bridge", name, "err", err)
+			continue
+		}
+		s.log.Info("removed the bridge of a dead stack", "bridge", name)
+	}
 	_, err = s.vsctl(ctx, "--may-exist", "add-br", s.cfg.Bridge,
 		// fail_mode=secure: no NORMAL flow, so nothing passes that the
 		// agent's pipeline does not admit (before the agent has put its
@@ -239,6 +249,28 @@ func (s *Stack) otherStacks(ctx context.Context) ([]string, error) {
 		}
 	}
 	return dirs, nil
+}
+
+// staleBridges names the Berth bridges (other than self) whose stack is
+// gone for good: its owner process is dead and its run directory removed.
+// A bridge whose run directory still exists may belong to a `make run`
+// stack that starts again in it, and one without Berth's external ids is
+// not ours: both stay.
+func staleBridges(brs []ovsBridge, self string, alive func(ovsBridge) bool, exists func(string) bool) []string {
+	var out []string
+	for _, b := range brs {
+		dir, ours := b.externalIDs[ovsIDRunDir]
+		if !ours || b.name == self || dir == "" || alive(b) || exists(dir) {
+			continue
+		}
+		out = append(out, b.name)
+	}
+	return out
+}
+
+func dirExists(dir string) bool {
+	_, err := os.Stat(dir)
+	return err == nil || !errors.Is(err, fs.ErrNotExist)
 }
 
 func ownerAlive(b ovsBridge) bool {
