@@ -193,7 +193,14 @@ func (a *Agent) syncLoop(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		if err := a.rec.Sync(ctx, desired); err != nil && ctx.Err() == nil {
+		start := time.Now()
+		err := a.rec.Sync(ctx, desired)
+		if took := time.Since(start); took > time.Second {
+			// A full pass delays every new set and every drift repair
+			// behind it: worth knowing about when it is slow.
+			a.log.Info("slow sync pass", "sets", len(desired), "took", took)
+		}
+		if err != nil && ctx.Err() == nil {
 			a.log.Warn("sync failed", "err", err)
 		}
 	}

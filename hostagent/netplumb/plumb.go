@@ -295,6 +295,9 @@ func (p *Plumber) List(ctx context.Context, setID string) ([]observed.Port, erro
 		return nil, err
 	}
 	p.remember(gen, rows)
+	if ps := passOf(ctx); ps != nil && setID == "" {
+		ps.pin(rows)
+	}
 	h, err := p.open()
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -699,8 +700,63 @@ func (p *Plumber) freshSnap() *snapshot {
 	return p.snap
 }
 
-// snapRow returns the OVS row of iface from the snapshot, or asks OVS.
+// A host-wide pass (the reconciler's full observation, Pass) keeps one
+// snapshot for its whole length instead: while sets are being built, some
+// worker plumbs a port every moment, and with the shared snapshot
+// invalidated each time every port's check asked OVSDB and ran ovs-ofctl
+// of its own (a pass over 100 ports took 5-10 s, one after another for a
+// whole burst). A pinned snapshot can be behind a worker that plumbed
+// meanwhile; its set then looks out of date, is handed to its worker, and
+// the worker decides on its own fresh observation. Per-set observations
+// (the workers') never use it.
+type passKey struct{}
+
+type pass struct {
+	mu   sync.Mutex
+	snap *snapshot
+}
+
+// Pass returns ctx carrying a snapshot for one host-wide observation: a
+// List of all sets with it, then Attached and Policy checks with it.
+func (p *Plumber) Pass(ctx context.Context) context.Context {
+	return context.WithValue(ctx, passKey{}, &pass{})
+}
+
+func passOf(ctx context.Context) *pass {
+	ps, _ := ctx.Value(passKey{}).(*pass)
+	return ps
+}
+
+// pin keeps the rows of a host-wide List in the pass.
+func (ps *pass) pin(rows []ovsInterface) {
+	m := make(map[string]ovsInterface, len(rows))
+	for _, r := range rows {
+		m[r.Name] = r
+	}
+	ps.mu.Lock()
+	ps.snap = &snapshot{at: time.Now(), rows: m}
+	ps.mu.Unlock()
+}
+
+func (ps *pass) row(iface string) (ovsInterface, bool) {
+	if ps == nil {
+		return ovsInterface{}, false
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.snap == nil {
+		return ovsInterface{}, false
+	}
+	r, ok := ps.snap.rows[iface]
+	return r, ok
+}
+
+// snapRow returns the OVS row of iface from the pass's or the shared
+// snapshot, or asks OVS.
 func (p *Plumber) snapRow(ctx context.Context, iface string) (*ovsInterface, error) {
+	if r, ok := passOf(ctx).row(iface); ok {
+		return &r, nil
+	}
 	p.snapMu.Lock()
 	if s := p.freshSnap(); s != nil {
 		if r, ok := s.rows[iface]; ok {
@@ -715,6 +771,20 @@ func (p *Plumber) snapRow(ctx context.Context, iface string) (*ovsInterface, err
 // snapFlows returns the port flows of ofport by cookie, from the snapshot
 // (dumping the host's port flows once) or from the switch.
 func (p *Plumber) snapFlows(ctx context.Context, ofport int) (map[uint64]int, error) {
+	if ps := passOf(ctx); ps != nil {
+		ps.mu.Lock()
+		defer ps.mu.Unlock()
+		if ps.snap != nil {
+			if ps.snap.cookies == nil {
+				byPort, err := p.portFlowsByPort(ctx)
+				if err != nil {
+					return nil, err
+				}
+				ps.snap.cookies = byPort
+			}
+			return ps.snap.cookies[uint16(ofport)], nil
+		}
+	}
 	p.snapMu.Lock()
 	s := p.freshSnap()
 	var gen uint64
@@ -734,6 +804,21 @@ func (p *Plumber) snapFlows(ctx context.Context, ofport int) (map[uint64]int, er
 		}
 		return flows.Cookies(es), nil
 	}
+	byPort, err := p.portFlowsByPort(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.snapMu.Lock()
+	if p.snap == s && p.snapGen == gen {
+		s.cookies = byPort
+	}
+	p.snapMu.Unlock()
+	return byPort[uint16(ofport)], nil
+}
+
+// portFlowsByPort dumps the host's port flows once: flow counts by cookie,
+// by ofport.
+func (p *Plumber) portFlowsByPort(ctx context.Context) (map[uint16]map[uint64]int, error) {
 	es, err := p.of.Dump(ctx, flows.Cookie(p.tag, flows.KindPort, 0, 0), flows.MaskKind)
 	if err != nil {
 		return nil, err
@@ -746,10 +831,5 @@ func (p *Plumber) snapFlows(ctx context.Context, ofport int) (map[uint64]int, er
 		}
 		byPort[k][c] = n
 	}
-	p.snapMu.Lock()
-	if p.snap == s && p.snapGen == gen {
-		s.cookies = byPort
-	}
-	p.snapMu.Unlock()
-	return byPort[uint16(ofport)], nil
+	return byPort, nil
 }

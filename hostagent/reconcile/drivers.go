@@ -74,6 +74,14 @@ type Network interface {
 	Unplumb(ctx context.Context, port observed.Port) error
 }
 
+// passNetwork is a Network that can keep what it reads of the whole host
+// for one observation pass (netplumb.Plumber.Pass): Sync's observation of
+// every set then costs one read of the switch, not one per port, even
+// while workers change ports under it.
+type passNetwork interface {
+	Pass(ctx context.Context) context.Context
+}
+
 // Images makes a set's image available to the runtime.
 type Images interface {
 	Ensure(ctx context.Context, img schema.SetImage) error

@@ -170,7 +170,11 @@ func (r *Reconciler) Sync(ctx context.Context, desired []schema.DesiredSet) erro
 		done[id] = st.workDone
 	}
 	r.mu.Unlock()
-	all, err := r.observe(ctx, "", desired)
+	octx := ctx
+	if pn, ok := r.nw.(passNetwork); ok {
+		octx = pn.Pass(ctx)
+	}
+	all, err := r.observe(octx, "", desired)
 	if err != nil {
 		return err
 	}

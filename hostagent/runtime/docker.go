@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -79,6 +80,9 @@ type Docker struct {
 
 	heavy chan struct{} // slots of MaxParallel
 
+	inspects  *inspectCache // what List inspected, while Watch follows events
+	inspected atomic.Int64  // inspects List ran (tests read it)
+
 	pauseMu     sync.Mutex // guards pauseRef and noDiskQuota
 	pauseRef    string
 	noDiskQuota bool // the storage driver refused a size option
@@ -98,7 +102,8 @@ func New(cli *client.Client, log *slog.Logger, cfg Config) *Docker {
 	if cfg.MaxParallel <= 0 {
 		cfg.MaxParallel = 4 * goruntime.NumCPU()
 	}
-	d := &Docker{cli: cli, cfg: cfg, log: log, secOpt: []string{"no-new-privileges"}, heavy: make(chan struct{}, cfg.MaxParallel)}
+	d := &Docker{cli: cli, cfg: cfg, log: log, secOpt: []string{"no-new-privileges"}, heavy: make(chan struct{}, cfg.MaxParallel),
+		inspects: newInspectCache(time.Minute)}
 	opt, err := seccompOpt()
 	if err != nil {
 		d.secErr = fmt.Errorf("render seccomp profile: %w", err)
@@ -170,19 +175,74 @@ func (d *Docker) List(ctx context.Context, setID string) ([]observed.Container, 
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
+	// Containers that changed since they were last inspected (all of them
+	// unless Watch follows Docker's events; see inspectCache) are
+	// inspected, several at once: an inspect waits for its container's
+	// lock in dockerd, which a create or start in progress holds.
+	now := time.Now()
+	found := make([]observed.Container, len(sums))
+	ok := make([]bool, len(sums))
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		slots = make(chan struct{}, inspectParallel)
+	)
+	for i, s := range sums {
+		if c, hit := d.inspects.get(s.ID, summaryKey(s.State, s.Status), now); hit {
+			found[i], ok[i] = c, true
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+			case <-ctx.Done():
+				return
+			}
+			since := d.inspects.begin()
+			d.inspected.Add(1)
+			c, err := d.Inspect(ctx, s.ID)
+			switch {
+			case cerrdefs.IsNotFound(err):
+				return // removed since the list
+			case err != nil:
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+				return
+			}
+			d.inspects.put(s.ID, since, c, now)
+			found[i], ok[i] = c, true
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return nil, first
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	out := make([]observed.Container, 0, len(sums))
-	for _, s := range sums {
-		c, err := d.Inspect(ctx, s.ID)
-		if cerrdefs.IsNotFound(err) {
-			continue // removed since the list
+	live := make(map[string]bool, len(sums))
+	for i, s := range sums {
+		live[s.ID] = true
+		if ok[i] {
+			out = append(out, found[i])
 		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
+	}
+	if setID == "" {
+		d.inspects.prune(live)
 	}
 	return out, nil
 }
+
+// inspectParallel bounds the inspects one List runs at once.
+const inspectParallel = 8
 
 // Inspect returns one container. It refuses containers that are not this
 // host's managed ones.
@@ -461,6 +521,7 @@ func (d *Docker) create(ctx context.Context, cfg *container.Config, hc *containe
 
 // Start starts a container; starting a running one is a no-op.
 func (d *Docker) Start(ctx context.Context, id string) error {
+	defer d.inspects.drop(id) // its event may come after our next List
 	sctx, cancel, err := d.heavyCall(ctx)
 	if err != nil {
 		return fmt.Errorf("start container %s: %w", id, err)
@@ -474,6 +535,7 @@ func (d *Docker) Start(ctx context.Context, id string) error {
 
 // Stop sends TERM, waits grace (0: the configured default), then KILLs.
 func (d *Docker) Stop(ctx context.Context, id string, grace time.Duration) error {
+	defer d.inspects.drop(id) // its event may come after our next List
 	if grace <= 0 {
 		grace = d.cfg.StopGrace
 	}
@@ -489,6 +551,7 @@ func (d *Docker) Stop(ctx context.Context, id string, grace time.Duration) error
 
 // Kill sends KILL and waits until the container has stopped.
 func (d *Docker) Kill(ctx context.Context, id string) error {
+	defer d.inspects.drop(id) // its event may come after our next List
 	kctx, cancel := d.call(ctx)
 	defer cancel()
 	waitC, errC := d.cli.ContainerWait(kctx, id, container.WaitConditionNotRunning)
@@ -511,6 +574,7 @@ func (d *Docker) Kill(ctx context.Context, id string) error {
 
 // Pause freezes a container (cgroup freezer).
 func (d *Docker) Pause(ctx context.Context, id string) error {
+	defer d.inspects.drop(id) // its event may come after our next List
 	pctx, cancel := d.call(ctx)
 	defer cancel()
 	if err := d.cli.ContainerPause(pctx, id); err != nil {
@@ -521,6 +585,7 @@ func (d *Docker) Pause(ctx context.Context, id string) error {
 
 // Unpause thaws a paused container.
 func (d *Docker) Unpause(ctx context.Context, id string) error {
+	defer d.inspects.drop(id) // its event may come after our next List
 	pctx, cancel := d.call(ctx)
 	defer cancel()
 	if err := d.cli.ContainerUnpause(pctx, id); err != nil {
@@ -539,6 +604,7 @@ func (d *Docker) Unpause(ctx context.Context, id string) error {
 // limit and reservation, pids. Docker ignores zero values, so a limit is
 // changed, never removed.
 func (d *Docker) Update(ctx context.Context, id string, l schema.SetLimits) error {
+	defer d.inspects.drop(id) // its event may come after our next List
 	uctx, cancel := d.call(ctx)
 	defer cancel()
 	resp, err := d.cli.ContainerUpdate(uctx, id, container.UpdateConfig{Resources: AppResources(l, d.cfg.PidsLimit)})
@@ -554,6 +620,7 @@ func (d *Docker) Update(ctx context.Context, id string, l schema.SetLimits) erro
 // Remove force-removes a container and its anonymous volumes; a missing
 // container is already removed.
 func (d *Docker) Remove(ctx context.Context, id string) error {
+	defer d.inspects.drop(id) // its event may come after our next List
 	rctx, cancel, err := d.heavyCall(ctx)
 	if err != nil {
 		return fmt.Errorf("remove container %s: %w", id, err)

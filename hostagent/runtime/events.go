@@ -60,13 +60,25 @@ func (d *Docker) Watch(ctx context.Context, changed func(setID string)) {
 }
 
 func (d *Docker) follow(ctx context.Context, msgs <-chan events.Message, errs <-chan error, changed func(string)) error {
+	// List may trust what it inspected only while no event can be missed.
+	// Docker does not say when the subscription has begun, so the cache
+	// comes on a moment after the request, and goes (emptied) with the
+	// stream.
+	trust := time.NewTimer(time.Second)
+	defer trust.Stop()
+	defer d.inspects.enable(false)
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-errs:
 			return err
+		case <-trust.C:
+			d.inspects.enable(true)
 		case m := <-msgs:
+			if m.Actor.ID != "" {
+				d.inspects.drop(m.Actor.ID)
+			}
 			if lifecycleEvent(string(m.Action)) {
 				changed(m.Actor.Attributes[LabelSet])
 			}
