@@ -1100,9 +1100,9 @@ func membersFirst(o *observed.Set) []observed.Container {
 	return cs
 }
 
-// teardown removes the set's ports, then its containers (infra last).
-// deleting: the set goes for good, so ports and containers go all at
-// once, each container killed at once
+// teardown removes the set's ports, then its containers one by one
+// (infra last). deleting: the set goes for good, so ports and containers
+// go all at once, each container killed at once
 // (Nova's delete powers an instance off, it does not shut it down; a
 // guest that ignores TERM would otherwise hold the delete for the whole
 // grace) and its volumes go too. Otherwise (leftovers of a set being
@@ -1157,15 +1157,10 @@ func (r *Reconciler) teardown(ctx context.Context, d *schema.DesiredSet, o *obse
 			fail(fmt.Errorf("remove %s container: %w", c.Member, err))
 		}
 	}
-	var infra []observed.Container
 	var members sync.WaitGroup
 	for _, c := range membersFirst(o) {
 		if !deleting {
-			if c.Role == observed.RoleInfra {
-				infra = append(infra, c) // it holds the namespaces: last
-				continue
-			}
-			remove(c)
+			remove(c) // one by one, infra (which holds the namespaces) last
 			continue
 		}
 		members.Add(1)
@@ -1175,9 +1170,6 @@ func (r *Reconciler) teardown(ctx context.Context, d *schema.DesiredSet, o *obse
 		}()
 	}
 	members.Wait()
-	for _, c := range infra {
-		remove(c)
-	}
 	wg.Wait()
 	if deleting && len(errs) == 0 {
 		for _, v := range o.Volumes {

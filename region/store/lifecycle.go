@@ -228,11 +228,7 @@ func (s *Store) DesiredForHost(ctx context.Context, host string, peerGrace time.
 		for _, p := range peers {
 			out.Peers = append(out.Peers, schema.Peer{Host: p.Host, TunnelIP: p.TunnelIP})
 		}
-		ids := make([]string, len(srvs))
-		for i := range srvs {
-			ids[i] = srvs[i].ID
-		}
-		ports, err := portsOf(ctx, tx, ids)
+		ports, err := portsOf(ctx, tx, serverIDs(srvs))
 		if err != nil {
 			return err
 		}

@@ -163,10 +163,7 @@ func (s *Store) ListServers(ctx context.Context, f ServerFilter) ([]Server, erro
 
 // withPorts fills in the ports and security group names of srvs.
 func withPorts(ctx context.Context, q sqlx.QueryerContext, srvs []Server) error {
-	ids := make([]string, len(srvs))
-	for i := range srvs {
-		ids[i] = srvs[i].ID
-	}
+	ids := serverIDs(srvs)
 	ports, err := portsOf(ctx, q, ids)
 	if err != nil {
 		return err
@@ -180,6 +177,14 @@ func withPorts(ctx context.Context, q sqlx.QueryerContext, srvs []Server) error 
 		srvs[i].SecurityGroupNames = groups[srvs[i].ID]
 	}
 	return nil
+}
+
+func serverIDs(srvs []Server) []string {
+	ids := make([]string, len(srvs))
+	for i := range srvs {
+		ids[i] = srvs[i].ID
+	}
+	return ids
 }
 
 // ServerVersion is the version of everything a server's API body shows:
